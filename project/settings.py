@@ -1,0 +1,253 @@
+"""Fanout settings, driven by environment variables.
+
+Production is the default: DEBUG is off and SECRET_KEY, ALLOWED_HOSTS and DATABASE_URL
+must be given. `make demo` and `make test` set DJANGO_DEBUG=1 and point the services at
+the embedded Postgres, the Snowflake emulator and (when present) a local Redis.
+A wrong value raises ImproperlyConfigured naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def secret(name: str, default: str | None = None) -> str:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    if path := os.environ.get(f"{name}_FILE"):
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path!r} cannot be read: {exc}") from exc
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ImproperlyConfigured(f"Set the {name} environment variable (or {name}_FILE).")
+    return value
+
+
+def positive_int(name: str, default: int) -> int:
+    value = env.int(name, default=default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be a positive whole number, not {value}.")
+    return value
+
+
+def positive_float(name: str, default: float) -> float:
+    value = env.float(name, default=default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {value}.")
+    return value
+
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = secret("DJANGO_SECRET_KEY", "insecure-development-key" if DEBUG else None)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "project.apps.FanoutAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_tasks_db",
+    "project",
+    "reports",
+    "tpa",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.csp",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- The app's own tables -------------------------------------------------------------
+
+if "DATABASE_URL" not in os.environ:
+    raise ImproperlyConfigured(
+        "Set DATABASE_URL (postgresql://user:password@host:port/name), "
+        "or run through `make demo` / `make test`, which start an embedded Postgres."
+    )
+_db = env.db_url("DATABASE_URL")
+if _db["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("DATABASE_URL must be a postgresql:// URL; Fanout runs on PostgreSQL.")
+# A unix-socket directory given as ?host=/path belongs in HOST.
+_db["HOST"] = _db["OPTIONS"].pop("host", _db["HOST"])
+_db["OPTIONS"]["pool"] = {
+    "min_size": env.int("DATABASE_POOL_MIN", default=1),
+    "max_size": positive_int("DATABASE_POOL_MAX", 10),
+    "timeout": positive_float("DATABASE_POOL_TIMEOUT", 10.0),
+}
+DATABASES: dict[str, dict[str, Any]] = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Data sources for reports and the TPA pipeline -----------------------------------
+
+# Every external call has a deadline (DESIGN.md, decision 3); a panel may ask for less.
+SOURCE_DEFAULT_TIMEOUT = positive_float("SOURCE_DEFAULT_TIMEOUT", 30.0)
+SOURCE_MAX_ROWS = positive_int("SOURCE_MAX_ROWS", 10_000)
+
+FANOUT_SOURCES: dict[str, dict[str, Any]] = {
+    # Report queries on Postgres. Without REPORTS_DATABASE_URL they read the app's own
+    # database (read-only transactions), which is what the demo reports show.
+    "postgres": {
+        "kind": "postgres",
+        "url": env.str("REPORTS_DATABASE_URL", default=""),
+        "pool_min": env.int("REPORTS_POOL_MIN", default=1),
+        "pool_max": positive_int("REPORTS_POOL_MAX", 20),
+        "pool_timeout": positive_float("REPORTS_POOL_TIMEOUT", 10.0),
+        "connect_timeout": positive_float("REPORTS_CONNECT_TIMEOUT", 5.0),
+    },
+    "snowflake": {
+        "kind": "snowflake",
+        "account": env.str("SNOWFLAKE_ACCOUNT", default="fanout"),
+        "user": env.str("SNOWFLAKE_USER", default="fanout"),
+        "password": secret("SNOWFLAKE_PASSWORD", "") if os.environ.get("SNOWFLAKE_HOST") else "",
+        "host": env.str("SNOWFLAKE_HOST", default=""),
+        "port": env.int("SNOWFLAKE_PORT", default=443),
+        "protocol": env.str("SNOWFLAKE_PROTOCOL", default="https"),
+        "database": env.str("SNOWFLAKE_DATABASE", default="FANOUT"),
+        "schema": env.str("SNOWFLAKE_SCHEMA", default="PUBLIC"),
+        "warehouse": env.str("SNOWFLAKE_WAREHOUSE", default=""),
+        "role": env.str("SNOWFLAKE_ROLE", default=""),
+        # Report queries run under this role; it should only have SELECT grants.
+        "report_role": env.str("SNOWFLAKE_REPORT_ROLE", default=""),
+        # The executor and the connection pool share this size: a slow warehouse queues
+        # work here instead of exhausting threads (DESIGN.md, decision 2).
+        "pool_size": positive_int("SNOWFLAKE_POOL_SIZE", 8),
+        "login_timeout": positive_float("SNOWFLAKE_LOGIN_TIMEOUT", 10.0),
+    },
+}
+
+# --- Cache -----------------------------------------------------------------------------
+
+if redis_url := env.str("REDIS_URL", default=""):
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": redis_url,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": positive_float("REDIS_CONNECT_TIMEOUT", 1.0),
+                "SOCKET_TIMEOUT": positive_float("REDIS_TIMEOUT", 1.0),
+                # A cache outage degrades to a miss instead of failing the page.
+                "IGNORE_EXCEPTIONS": True,
+            },
+            "KEY_PREFIX": "fanout",
+        }
+    }
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "fanout"}}
+
+# Seconds each cache namespace keeps an entry.
+CACHE_TTLS = {
+    "tpa-list": env.int("CACHE_TTL_TPA_LIST", default=300),
+    "master-data": env.int("CACHE_TTL_MASTER_DATA", default=300),
+    "filter-options": env.int("CACHE_TTL_FILTER_OPTIONS", default=600),
+    "panel-results": env.int("CACHE_TTL_PANEL_RESULTS", default=300),
+    "tokens": env.int("CACHE_TTL_TOKENS", default=60),
+}
+
+# --- Background tasks ------------------------------------------------------------------
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# --- Auth, sessions, security ------------------------------------------------------------
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=0 if DEBUG else 3600)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_PROXY", default=False) else None
+
+# No inline scripts or styles anywhere: every script is a static file.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+
+# --- i18n, static ----------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Metrics ---------------------------------------------------------------------------
+
+# With uvicorn --workers N set PROMETHEUS_MULTIPROC_DIR to a shared empty folder; the
+# metrics endpoint then aggregates every worker (prometheus-client multi-process mode).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # The connector logs every request at INFO.
+        "snowflake.connector": {"level": "WARNING"},
+    },
+}
