@@ -1,0 +1,199 @@
+"""Postgres report queries through psycopg's AsyncConnectionPool: truly async, no threads.
+
+Every statement runs in its own read-only transaction with `SET LOCAL statement_timeout`
+as the server-side backstop, under an asyncio deadline: when the deadline passes, the task
+is cancelled inside `cursor.execute`, which makes psycopg cancel the query on the server
+(checked in DESIGN.md, "Facts"), and the pool gets a clean connection back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from django.conf import settings
+from django.db import connections
+from psycopg import sql as pgsql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from project.metrics import POOL_IN_USE, POOL_SIZE, POOL_WAITING, track_call
+from project.sources.base import Params, QueryResult, check_params
+from project.sources.errors import QueryError, SourceTimeout, SourceUnavailable
+
+
+def conninfo_for(config: dict[str, Any]) -> str:
+    """The configured URL, or the app's own database (as the test runner may have renamed it)."""
+    if config.get("url"):
+        return str(config["url"])
+    params = connections["default"].get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    params.pop("server_side_binding", None)
+    params.pop("pool", None)
+    return psycopg.conninfo.make_conninfo(**{key: value for key, value in params.items() if value not in ("", None)})
+
+
+class PostgresSource:
+    kind = "postgres"
+
+    def __init__(self, name: str, config: dict[str, Any]) -> None:
+        self.name = name
+        self.config = config
+        # A psycopg async pool belongs to the event loop that opened it: uvicorn has one loop
+        # per process, tests have one per test.
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        POOL_SIZE.labels(name).set(config["pool_max"])
+
+    async def _pool(self) -> AsyncConnectionPool:
+        loop = asyncio.get_running_loop()
+        if (pool := self._pools.get(loop)) is not None:
+            return pool
+        lock = self._locks.setdefault(loop, asyncio.Lock())
+        async with lock:
+            if (pool := self._pools.get(loop)) is None:
+                pool = AsyncConnectionPool(
+                    conninfo_for(self.config),
+                    min_size=self.config["pool_min"],
+                    max_size=self.config["pool_max"],
+                    timeout=self.config["pool_timeout"],
+                    kwargs={"autocommit": False, "connect_timeout": max(1, int(self.config["connect_timeout"]))},
+                    open=False,
+                    name=f"fanout-{self.name}",
+                )
+                try:
+                    # Opening waits for the first connection, so a source that is down is
+                    # reported as such within connect_timeout instead of at the deadline.
+                    await pool.open(wait=True, timeout=self.config["connect_timeout"])
+                except PoolTimeout as exc:
+                    await pool.close()
+                    raise SourceUnavailable(
+                        self.name, f"cannot connect within {self.config['connect_timeout']:g} s"
+                    ) from exc
+                self._pools[loop] = pool
+        return pool
+
+    def pool_stats(self) -> dict[str, int]:
+        stats: dict[str, int] = {}
+        for pool in self._pools.values():
+            for key, value in pool.get_stats().items():
+                stats[key] = stats.get(key, 0) + value
+        return stats
+
+    async def execute(
+        self,
+        sql: str,
+        params: Params | None = None,
+        *,
+        timeout: float | None = None,
+        max_rows: int | None = None,
+        read_only: bool = True,
+    ) -> QueryResult:
+        timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
+        max_rows = max_rows or settings.SOURCE_MAX_ROWS
+        bound = check_params(self.name, sql, params)
+        async with track_call(self.name, "query"):
+            start = time.perf_counter()
+            async with self._connection(timeout, read_only) as conn:
+                async with conn.cursor() as cur:
+                    await cur.execute(sql, bound)
+                    columns = [column.name for column in cur.description or []]
+                    rows = await cur.fetchmany(max_rows + 1) if cur.description else []
+                    row_count = min(len(rows), max_rows) if cur.description else cur.rowcount
+                    query_id = str(conn.info.backend_pid)
+            truncated = len(rows) > max_rows
+            return QueryResult(
+                source=self.name,
+                columns=columns,
+                rows=[tuple(row) for row in rows[:max_rows]],
+                row_count=row_count,
+                elapsed=time.perf_counter() - start,
+                query_id=query_id,
+                truncated=truncated,
+            )
+
+    async def stream(
+        self, sql: str, params: Params | None = None, *, timeout: float | None = None, batch_size: int = 5000
+    ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]:
+        """Yield (columns, rows) batches from a server-side cursor, so memory stays flat."""
+        timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
+        bound = check_params(self.name, sql, params)
+        async with track_call(self.name, "stream"):
+            async with self._connection(timeout, read_only=True) as conn:
+                async with conn.cursor(name="fanout_stream") as cur:
+                    await cur.execute(sql, bound)
+                    columns = [column.name for column in cur.description or []]
+                    while batch := await cur.fetchmany(batch_size):
+                        yield columns, [tuple(row) for row in batch]
+
+    @asynccontextmanager
+    async def _connection(self, timeout: float, read_only: bool) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection in a transaction that is always rolled back, under one deadline.
+
+        Whatever goes wrong leaves as one of the typed errors of `project.sources.errors`.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                pool = await self._pool()
+                POOL_WAITING.labels(self.name).inc()
+                try:
+                    connection = pool.connection(timeout=self.config["pool_timeout"])
+                    conn = await connection.__aenter__()
+                finally:
+                    POOL_WAITING.labels(self.name).dec()
+                POOL_IN_USE.labels(self.name).inc()
+                try:
+                    # Report work is never committed: force_rollback ends every transaction.
+                    async with conn.transaction(force_rollback=True):
+                        if read_only:
+                            await conn.execute("SET TRANSACTION READ ONLY")
+                        await conn.execute(
+                            pgsql.SQL("SET LOCAL statement_timeout = {}").format(pgsql.Literal(int(timeout * 1000)))
+                        )
+                        yield conn
+                except BaseException as exc:
+                    await connection.__aexit__(type(exc), exc, exc.__traceback__)
+                    raise
+                else:
+                    await connection.__aexit__(None, None, None)
+                finally:
+                    POOL_IN_USE.labels(self.name).dec()
+        except TimeoutError as exc:
+            raise SourceTimeout(self.name, timeout) from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise SourceTimeout(self.name, timeout) from exc
+        except PoolTimeout as exc:
+            raise SourceUnavailable(self.name, f"all connections busy or failing for {self.config['pool_timeout']:g} s") from exc
+        except psycopg.OperationalError as exc:
+            raise SourceUnavailable(self.name, _first_line(exc) or "connection failed") from exc
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise QueryError(self.name, "report queries are read-only: " + _diag(exc)) from exc
+        except psycopg.Error as exc:
+            raise QueryError(self.name, _diag(exc)) from exc
+
+    async def ping(self) -> float:
+        result = await self.execute("SELECT 1", timeout=5)
+        return result.elapsed
+
+    async def close(self) -> None:
+        for pool in list(self._pools.values()):
+            await pool.close()
+        self._pools.clear()
+
+
+def _diag(exc: psycopg.Error) -> str:
+    return (exc.diag.message_primary or _first_line(exc)).strip()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
