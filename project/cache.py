@@ -1,0 +1,273 @@
+"""The one cache module: namespaced, versioned, one load per miss (DESIGN.md, decision 5).
+
+    entry = await load("tpa-list", "all", load_tpas)          # cache-aside
+    entry.value, entry.hit, entry.age                           # what came back
+    invalidate("tpa-list")                                      # every process, at once
+
+Keys are `<namespace>:<sha of the key parts>`. Each entry stores the namespace generation
+it was loaded under; one `get_many` reads the entry and the current generation together,
+so invalidating (bumping the generation) reaches every web process on its next read and
+a read costs one cache round trip. Concurrent misses for one key load once: inside a
+process they share one future, across processes one wins a short `add` lock and the
+others wait for its result (falling back to loading themselves if it never comes).
+A cache that is down counts as a miss: the page still loads, only slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long one process may hold the load lock of a key before others load themselves.
+LOCK_SECONDS = 30
+# How often a process that lost the lock checks for the winner's result.
+WAIT_INTERVAL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(Generic[T]):
+    value: T
+    stored_at: float  # unix time the value was loaded
+    hit: bool
+    stale: bool = False
+
+    @property
+    def age(self) -> float:
+        return max(0.0, time.time() - self.stored_at)
+
+
+@dataclass
+class Stats:
+    """This process's counters for one namespace (the admin adds up what it can see)."""
+
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    last_load_at: float | None = None
+    last_load_seconds: float | None = None
+    keys: set[str] = field(default_factory=set)
+
+
+STATS: dict[str, Stats] = defaultdict(Stats)
+_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+_background: set[asyncio.Task[Any]] = set()
+
+
+def namespaces() -> dict[str, int]:
+    """Each namespace and its TTL in seconds."""
+    return dict(settings.CACHE_TTLS)
+
+
+def _check(namespace: str) -> None:
+    if namespace not in settings.CACHE_TTLS:
+        raise ValueError(f"unknown cache namespace {namespace!r}; known: {', '.join(settings.CACHE_TTLS)}")
+
+
+def make_key(namespace: str, *parts: Any) -> str:
+    """A short, safe cache key for any JSON-able key parts."""
+    _check(namespace)
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return f"{namespace}:{digest}"
+
+
+def _generation_key(namespace: str) -> str:
+    return f"generation:{namespace}"
+
+
+async def load(
+    namespace: str,
+    key: Any,
+    loader: Callable[[], Awaitable[T]],
+    *,
+    ttl: int | None = None,
+    fresh: bool = False,
+    stale_while_revalidate: int = 0,
+) -> Entry[T]:
+    """The cached value for `key`, or the loader's, stored for `ttl` seconds.
+
+    `fresh=True` skips the read and reloads (still once for concurrent callers).
+    With `stale_while_revalidate=N`, a value up to N seconds past its TTL is returned at
+    once (`stale=True`) while one background load refreshes it.
+    """
+    full_key = make_key(namespace, key)
+    ttl = settings.CACHE_TTLS[namespace] if ttl is None else ttl
+    stats = STATS[namespace]
+    generation, cached = await _read(namespace, full_key)
+    if not fresh and cached is not None and cached.get("g") == generation:
+        age = time.time() - cached["t"]
+        if age <= ttl:
+            stats.hits += 1
+            return Entry(cached["v"], cached["t"], hit=True)
+        if age <= ttl + stale_while_revalidate:
+            stats.hits += 1
+            _refresh_in_background(namespace, full_key, generation, loader, ttl, stale_while_revalidate)
+            return Entry(cached["v"], cached["t"], hit=True, stale=True)
+    stats.misses += 1
+    return await _single_flight(namespace, full_key, generation, loader, ttl, stale_while_revalidate, fresh)
+
+
+async def _read(namespace: str, full_key: str) -> tuple[int, dict[str, Any] | None]:
+    try:
+        found = await cache.aget_many([_generation_key(namespace), full_key])
+    except Exception:  # the cache being down must not take the page down
+        logger.warning("cache read failed for %s", full_key, exc_info=True)
+        return 0, None
+    return int(found.get(_generation_key(namespace)) or 0), found.get(full_key)
+
+
+async def _single_flight(
+    namespace: str,
+    full_key: str,
+    generation: int,
+    loader: Callable[[], Awaitable[T]],
+    ttl: int,
+    stale_while_revalidate: int,
+    fresh: bool,
+) -> Entry[T]:
+    inflight = _inflight.setdefault(asyncio.get_running_loop(), {})
+    if (future := inflight.get(full_key)) is not None:
+        # Someone in this process is loading it already: share their result.
+        return Entry(*(await asyncio.shield(future)), hit=True)
+    future = asyncio.get_running_loop().create_future()
+    inflight[full_key] = future
+    try:
+        value, stored_at, hit = await _load_across_processes(
+            namespace, full_key, generation, loader, ttl, stale_while_revalidate, fresh
+        )
+        future.set_result((value, stored_at))
+        return Entry(value, stored_at, hit=hit)
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # mark retrieved: waiters, if any, get it through shield
+        raise
+    finally:
+        inflight.pop(full_key, None)
+
+
+async def _load_across_processes(
+    namespace: str,
+    full_key: str,
+    generation: int,
+    loader: Callable[[], Awaitable[T]],
+    ttl: int,
+    stale_while_revalidate: int,
+    fresh: bool,
+) -> tuple[T, float, bool]:
+    lock_key = f"lock:{full_key}:{generation}"
+    try:
+        won = await cache.aadd(lock_key, 1, LOCK_SECONDS)
+    except Exception:
+        won = True  # no cache, no lock: load
+    if not won:
+        deadline = time.monotonic() + LOCK_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(WAIT_INTERVAL)
+            current, cached = await _read(namespace, full_key)
+            if cached is not None and cached.get("g") == current and (fresh is False or cached["t"] > time.time() - 1):
+                return cached["v"], cached["t"], True
+            try:
+                if await cache.aget(lock_key) is None:
+                    break  # the winner failed or gave up: load ourselves
+            except Exception:
+                break
+    try:
+        return (*await _load_and_store(namespace, full_key, generation, loader, ttl, stale_while_revalidate), False)
+    finally:
+        try:
+            await cache.adelete(lock_key)
+        except Exception:
+            pass
+
+
+async def _load_and_store(
+    namespace: str,
+    full_key: str,
+    generation: int,
+    loader: Callable[[], Awaitable[T]],
+    ttl: int,
+    stale_while_revalidate: int,
+) -> tuple[T, float]:
+    stats = STATS[namespace]
+    started = time.perf_counter()
+    value = await loader()
+    stored_at = time.time()
+    stats.loads += 1
+    stats.last_load_at = stored_at
+    stats.last_load_seconds = time.perf_counter() - started
+    stats.keys.add(full_key)
+    try:
+        await cache.aset_many(
+            {
+                full_key: {"v": value, "t": stored_at, "g": generation},
+                f"meta:{namespace}": {"last_load_at": stored_at, "last_load_seconds": stats.last_load_seconds},
+            },
+            ttl + stale_while_revalidate,
+        )
+    except Exception:
+        logger.warning("cache write failed for %s", full_key, exc_info=True)
+    return value, stored_at
+
+
+def _refresh_in_background(
+    namespace: str,
+    full_key: str,
+    generation: int,
+    loader: Callable[[], Awaitable[T]],
+    ttl: int,
+    stale_while_revalidate: int,
+) -> None:
+    inflight = _inflight.setdefault(asyncio.get_running_loop(), {})
+    if full_key in inflight:
+        return
+
+    async def refresh() -> None:
+        try:
+            await _single_flight(namespace, full_key, generation, loader, ttl, stale_while_revalidate, fresh=True)
+        except Exception:
+            logger.warning("background refresh of %s failed", full_key, exc_info=True)
+
+    task = asyncio.ensure_future(refresh())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def invalidate(namespace: str) -> int:
+    """Bump the namespace's generation: every process misses on its next read. Returns it."""
+    _check(namespace)
+    key = _generation_key(namespace)
+    cache.add(key, 0, None)
+    try:
+        generation = cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, None)
+        generation = 1
+    STATS[namespace].keys.clear()
+    return int(generation)
+
+
+async def ainvalidate(namespace: str) -> int:
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(invalidate)(namespace)
+
+
+def generation(namespace: str) -> int:
+    _check(namespace)
+    return int(cache.get(_generation_key(namespace)) or 0)
