@@ -1,0 +1,19 @@
+"""Run every benchmark and print one Markdown table (also written to bench/results/latest.md)."""
+
+from __future__ import annotations
+
+from bench import sources
+from bench.table import print_table
+
+BENCHMARKS = [sources]
+
+
+def main() -> None:
+    rows: list[dict[str, str]] = []
+    for benchmark in BENCHMARKS:
+        rows += benchmark.main()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

