@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection
+from django.contrib.auth.models import Group, User
+from django.test import AsyncClient, Client
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_user(username: str, **kwargs: object) -> User:
+    return User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.com", **kwargs)
+
+
+@pytest.fixture
+def analysts(db: None) -> Group:
+    return Group.objects.create(name="Analysts")
+
+
+@pytest.fixture
+def owner(db: None) -> User:
+    """Staff who own reports and TPAs (Healthchecks' alice)."""
+    return make_user("alice", is_staff=True)
+
+
+@pytest.fixture
+def member(db: None, analysts: Group) -> User:
+    """An analyst in the group that reports are shared with (bob)."""
+    user = make_user("bob")
+    user.groups.add(analysts)
+    return user
+
+
+@pytest.fixture
+def outsider(db: None) -> User:
+    """Signed in, but shares nothing with anyone (charlie)."""
+    return make_user("charlie")
+
+
+@pytest.fixture
+def owner_client(owner: User) -> Client:
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def member_client(member: User) -> Client:
+    client = Client()
+    client.force_login(member)
+    return client
+
+
+@pytest.fixture
+def outsider_client(outsider: User) -> Client:
+    client = Client()
+    client.force_login(outsider)
+    return client
+
+
+@pytest.fixture
+def async_owner_client(owner: User) -> AsyncClient:
+    client = AsyncClient()
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_stray_connections(django_db_setup: None, django_db_blocker) -> Iterator[None]:
+    """Sync test clients run each async view on a fresh event loop, and a psycopg async pool
+    belongs to its loop, so pools of finished loops may still hold connections when the test
+    database is dropped. End them first, as the server would on a restart."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

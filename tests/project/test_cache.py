@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from django.core.cache import cache as django_cache
+
+from project import cache
+
+
+@pytest.fixture(autouse=True)
+def clean_cache():
+    django_cache.clear()
+    yield
+    django_cache.clear()
+
+
+def counting_loader(values: list[str]):
+    calls = {"n": 0}
+
+    async def loader() -> str:
+        calls["n"] += 1
+        await asyncio.sleep(0.05)  # long enough for the other requests to arrive meanwhile
+        return values[min(calls["n"], len(values)) - 1]
+
+    return loader, calls
+
+
+async def test_it_loads_once_for_many_concurrent_misses() -> None:
+    loader, calls = counting_loader(["tpas"])
+    entries = await asyncio.gather(*(cache.load("tpa-list", "all", loader) for _ in range(50)))
+    assert calls["n"] == 1
+    assert {entry.value for entry in entries} == {"tpas"}
+    assert sum(not entry.hit for entry in entries) == 1
+
+
+async def test_it_serves_a_hit_until_invalidated() -> None:
+    loader, calls = counting_loader(["v1", "v2"])
+    assert (await cache.load("master-data", "schemas", loader)).value == "v1"
+    again = await cache.load("master-data", "schemas", loader)
+    assert (again.value, again.hit, calls["n"]) == ("v1", True, 1)
+    await cache.ainvalidate("master-data")
+    reloaded = await cache.load("master-data", "schemas", loader)
+    assert (reloaded.value, reloaded.hit, calls["n"]) == ("v2", False, 2)
+
+
+async def test_it_reloads_when_asked_for_fresh() -> None:
+    loader, calls = counting_loader(["v1", "v2"])
+    await cache.load("filter-options", "f", loader)
+    assert (await cache.load("filter-options", "f", loader, fresh=True)).value == "v2"
+    assert calls["n"] == 2
+
+
+async def test_it_serves_stale_while_one_refresh_runs() -> None:
+    loader, calls = counting_loader(["old", "new"])
+    await cache.load("panel-results", "p", loader, ttl=0, stale_while_revalidate=60)
+    await asyncio.sleep(0.01)
+    stale = await cache.load("panel-results", "p", loader, ttl=0, stale_while_revalidate=60)
+    assert (stale.value, stale.stale) == ("old", True)
+    for _ in range(100):
+        if calls["n"] == 2:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert calls["n"] == 2
+
+
+async def test_it_refuses_an_unknown_namespace() -> None:
+    with pytest.raises(ValueError, match="unknown cache namespace 'nope'"):
+        await cache.load("nope", "k", counting_loader(["x"])[0])
+
+
+def test_it_reaches_another_process_when_invalidated(settings) -> None:
+    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
+        pytest.skip("needs a shared cache (REDIS_URL)")
+    script = textwrap.dedent(
+        """
+        import asyncio, django, sys
+        django.setup()
+        from project import cache
+        async def loader():
+            return sys.argv[1]
+        print(asyncio.run(cache.load("tpa-list", "all", loader)).value)
+        """
+    )
+
+    def other_process(value: str) -> str:
+        return subprocess.run([sys.executable, "-c", script, value], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert other_process("first") == "first"
+    assert other_process("second") == "first"  # cached, shared through Redis
+    cache.invalidate("tpa-list")
+    assert other_process("third") == "third"
