@@ -95,7 +95,7 @@ def start_emulator(data_dir: Path, stack: ExitStack) -> int:
     process = stack.enter_context(
         child(
             [PYTHON, "-m", "project.emulator", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(data_dir / "snowflake")],
+             "--data-dir", str(data_dir / "snowflake"), "--log-level", "warning"],
             "snowflake emulator",
         )
     )

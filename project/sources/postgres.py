@@ -185,9 +185,9 @@ class PostgresSource:
         return result.elapsed
 
     async def close(self) -> None:
-        for pool in list(self._pools.values()):
+        """Close this event loop's pool (a pool of another loop can only be closed there)."""
+        if (pool := self._pools.pop(asyncio.get_running_loop(), None)) is not None:
             await pool.close()
-        self._pools.clear()
 
 
 def _diag(exc: psycopg.Error) -> str:

@@ -38,6 +38,7 @@ CANCELLED = 604
 # Comments and leading parentheses do not change what a statement does.
 _LEADING_NOISE = re.compile(r"^(\s+|--[^\n]*\n?|/\*.*?\*/|\()+", re.DOTALL)
 READ_ONLY_KEYWORDS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "LIST", "LS"}
+DML_KEYWORDS = {"INSERT", "UPDATE", "DELETE", "MERGE"}
 
 
 def statement_keyword(sql: str) -> str:
@@ -206,7 +207,8 @@ class SnowflakeSource:
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         max_rows = max_rows or settings.SOURCE_MAX_ROWS
         statement, values = to_qmark(self.name, sql, params)
-        if read_only and statement_keyword(statement) not in READ_ONLY_KEYWORDS:
+        keyword = statement_keyword(statement)
+        if read_only and keyword not in READ_ONLY_KEYWORDS:
             raise QueryError(self.name, "report queries are read-only: only SELECT, WITH, SHOW and DESCRIBE may run")
 
         def work(cursor: Any, left: float) -> QueryResult:
@@ -221,7 +223,8 @@ class SnowflakeSource:
                 source=self.name,
                 columns=columns,
                 rows=[tuple(row) for row in rows[:max_rows]],
-                row_count=min(len(rows), max_rows) if columns else max(cursor.rowcount or 0, 0),
+                # DML answers with a one-row summary; its row count is the rows affected.
+                row_count=max(cursor.rowcount or 0, 0) if keyword in DML_KEYWORDS else min(len(rows), max_rows),
                 elapsed=time.perf_counter() - start,
                 query_id=cursor.sfqid or "",
                 truncated=len(rows) > max_rows,

@@ -1,0 +1,289 @@
+"""fakesnow's Starlette app, with persistence, real aborts and the statements the app needs.
+
+Every route is fakesnow's except two. The query request first answers what fakesnow lacks
+(LIST with a path, REMOVE, CREATE/DROP/CALL PROCEDURE, SYSTEM$WAIT and SYSTEM$CANCEL_QUERY)
+and hands everything else to fakesnow's handler; both run under a registry entry keyed by the
+connector's requestId, so the abort request can stop the query: it ends a wait, and interrupts
+the session's DuckDB connection.
+
+fakesnow keeps its sessions, its shared database and its stage folder in module globals, so
+one emulator runs per process at a time; the app installs them when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import fakesnow.server as fs_server
+import snowflake.connector.errors
+import uvicorn
+from fakesnow import info_schema, macros
+from fakesnow.converter import from_binding
+from fakesnow.instance import GLOBAL_DATABASE_NAME, FakeSnow
+from fakesnow.transforms import show
+from fakesnow.transforms import stage as fs_stage
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from project.emulator import procedures, running, stage, system_functions
+from project.emulator.results import cancelled_response, cursor_response, error_response, rows_response
+from project.emulator.running import RunningQuery
+from project.emulator.sqltext import first_words
+
+logger = logging.getLogger("project.emulator")
+
+QUERY_PATH = "/queries/v1/query-request"
+ABORT_PATH = "/queries/v1/abort-request"
+
+_active = False
+
+
+def build_app(data_dir: str | os.PathLike[str] | None = None) -> Starlette:
+    """The emulator's ASGI app. With data_dir, databases and stage files persist there."""
+    routes: list[BaseRoute] = [
+        Route(QUERY_PATH, query_request, methods=["POST"]),
+        Route(ABORT_PATH, abort_request, methods=["POST"]),
+    ]
+    routes += [r for r in fs_server.routes if getattr(r, "path", None) not in (QUERY_PATH, ABORT_PATH)]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with _installed(Path(data_dir) if data_dir is not None else None):
+            yield
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+class EmulatorServer(uvicorn.Server):
+    """uvicorn's server, which cancels running queries before it waits for them on shutdown."""
+
+    def __init__(self, config: uvicorn.Config, announce: bool = False) -> None:
+        super().__init__(config)
+        self.announce = announce
+
+    @property
+    def port(self) -> int:
+        return int(self.servers[0].sockets[0].getsockname()[1])
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.announce:
+            print(f"snowflake emulator listening on http://{self.config.host}:{self.port}", flush=True)
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        # a 30 s SYSTEM$WAIT or a long scan would otherwise hold the shutdown until it ends
+        running.cancel_all()
+        await super().shutdown(sockets)
+
+
+# -- startup and shutdown ---------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _installed(data_dir: Path | None) -> AsyncIterator[None]:
+    global _active
+    if _active:
+        raise RuntimeError("an emulator is already running in this process (fakesnow's state is global)")
+    _active = True
+    saved = fs_server.shared_fs, fs_stage.LOCAL_BUCKET_PATH
+    if data_dir is None:
+        bucket = tempfile.mkdtemp(prefix="emulator_stage_")
+    else:
+        bucket = os.path.realpath(data_dir / "stage")
+        os.makedirs(bucket, exist_ok=True)
+    try:
+        fs = await run_in_threadpool(_open, data_dir)
+    except BaseException:
+        _active = False
+        raise
+    fs_server.shared_fs = fs
+    fs_stage.LOCAL_BUCKET_PATH = bucket
+    _quiet_interrupts()
+    try:
+        yield
+    finally:
+        running.cancel_all()
+        await run_in_threadpool(_close, fs)
+        fs_server.shared_fs, fs_stage.LOCAL_BUCKET_PATH = saved
+        if data_dir is None:
+            shutil.rmtree(bucket, ignore_errors=True)
+        _active = False
+
+
+def _open(data_dir: Path | None) -> FakeSnow:
+    if data_dir is None:
+        return FakeSnow()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fs = FakeSnow(db_path=data_dir)
+    duck = fs.duck_conn
+    # fakesnow keeps stages, file formats and procedures in an in-memory _fs_global database:
+    # back it with a file so they survive a restart, as each database's file does.
+    duck.execute(f"DETACH {GLOBAL_DATABASE_NAME}")
+    duck.execute(f"ATTACH {_sql_string(data_dir / (GLOBAL_DATABASE_NAME + '.db'))} AS {GLOBAL_DATABASE_NAME}")
+    duck.execute(info_schema.fs_global_creation_sql())
+    duck.execute(show.fs_global_creation_sql())
+    # fakesnow attaches a database when a session names it; attach the existing ones now so
+    # that qualified names (other_db.schema.table) resolve from any session after a restart
+    for db_file in sorted(data_dir.glob("*.db")):
+        name = db_file.stem
+        if name == GLOBAL_DATABASE_NAME or not name.isidentifier():
+            continue
+        duck.execute(f"ATTACH IF NOT EXISTS {_sql_string(db_file)} AS {name}")
+        duck.execute(info_schema.per_db_creation_sql(name))
+        duck.execute(macros.creation_sql(name))
+    return fs
+
+
+def _close(fs: FakeSnow) -> None:
+    # Every session holds a cursor on the shared database; all must close before its files are
+    # released (and checkpointed), so that a new emulator in this process can open them again.
+    for token, conn in list(fs_server.sessions.items()):
+        del fs_server.sessions[token]
+        try:
+            conn.close()
+        except duckdb.Error:
+            logger.debug("closing a session failed", exc_info=True)
+    fs.duck_conn.close()
+
+
+def _sql_string(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+class _InterruptFilter(logging.Filter):
+    """fakesnow logs an interrupted statement as an unhandled error; here it is a cancel."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], duckdb.InterruptException))
+
+
+def _quiet_interrupts() -> None:
+    fs_logger = logging.getLogger("fakesnow.server")
+    if not any(isinstance(f, _InterruptFilter) for f in fs_logger.filters):
+        fs_logger.addFilter(_InterruptFilter())
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if request.headers.get("Content-Encoding") == "gzip":
+        body = gzip.decompress(body)
+    return dict(json.loads(body))
+
+
+def _with_body(request: Request, body: dict[str, Any]) -> Request:
+    """A copy of request carrying another (uncompressed) JSON body, for fakesnow's handler."""
+    data = json.dumps(body).encode()
+    headers = [(k, v) for k, v in request.scope["headers"] if k not in (b"content-encoding", b"content-length")]
+    scope = {**request.scope, "headers": [*headers, (b"content-length", str(len(data)).encode())]}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    return Request(scope, receive)
+
+
+async def query_request(request: Request) -> Response:
+    try:
+        conn = fs_server.to_conn(fs_server.to_token(request))
+    except fs_server.ServerError:
+        return await fs_server.query_request(request)  # answers with fakesnow's login error
+
+    body = await _json_body(request)
+    request_id = request.query_params.get("requestId") or str(uuid.uuid4())
+    query = RunningQuery(request_id, body["sqlText"], conn, asyncio.get_running_loop())
+    running.register(query)
+    try:
+        return await _answer(request, body, query)
+    except snowflake.connector.errors.Error as e:
+        return error_response(e)
+    except Exception as e:
+        # a bug or an unsupported corner: report it as a failed statement rather than an HTTP 500,
+        # which the connector would retry for minutes
+        logger.exception("emulator failed on %r", body["sqlText"])
+        return error_response(
+            snowflake.connector.errors.ProgrammingError(msg=f"emulator error: {e!r}", errno=9999, sqlstate="99999")
+        )
+    finally:
+        running.unregister(query)
+
+
+async def _answer(request: Request, body: dict[str, Any], query: RunningQuery) -> Response:
+    query.raise_if_cancelled()  # aborted before it arrived
+    sql: str = body["sqlText"]
+    conn = query.conn
+    describe_only = bool(body.get("describeOnly"))
+    words = first_words(sql, 2)
+    verb = words[0] if words else ""
+
+    if verb in ("LIST", "LS"):
+        rows = [] if describe_only else await query.run_in_thread(stage.list_files, conn, sql, _values(body))
+        return rows_response(conn, stage.LIST_COLUMNS, rows)
+    if verb in ("REMOVE", "RM"):
+        rows = [] if describe_only else await query.run_in_thread(stage.remove_files, conn, sql, _values(body))
+        return rows_response(conn, stage.REMOVE_COLUMNS, rows)
+    if procedures.is_create_procedure(sql) or words == ["DROP", "PROCEDURE"]:
+        if describe_only:
+            return rows_response(conn, [("status", "VARCHAR")], [])
+        run = procedures.create if verb == "CREATE" else procedures.drop
+        return rows_response(conn, [("status", "VARCHAR")], [(await run(query, sql),)])
+    if verb == "CALL":
+        if describe_only:
+            return cursor_response(conn, await procedures.describe_call(query, sql))
+        return cursor_response(conn, await procedures.call(query, sql, _values(body)))
+
+    if system_functions.mentioned(sql):
+        bindings = body.get("bindings") or {}
+        positional = [bindings[k] for k in sorted(bindings, key=int)] if all(k.isdigit() for k in bindings) else None
+        sql, remaining = await system_functions.rewrite(sql, positional, query, from_binding, describe_only)
+        new_bindings = {str(n): b for n, b in enumerate(remaining or [], start=1)} or None
+        request = _with_body(request, {**body, "sqlText": sql, "bindings": new_bindings})
+
+    response = await query.interruptible(fs_server.query_request(request))
+    if query.cancelled and not json.loads(bytes(response.body)).get("success"):
+        # fakesnow reports the interrupted statement as an internal error
+        return cancelled_response()
+    return response
+
+
+def _values(body: dict[str, Any]) -> list[Any]:
+    """The request's positional bindings as Python values."""
+    bindings: dict[str, dict[str, Any]] = body.get("bindings") or {}
+    if not all(k.isdigit() for k in bindings) or any(isinstance(b.get("value"), list) for b in bindings.values()):
+        raise snowflake.connector.errors.ProgrammingError(
+            msg="the emulator binds only positional scalar parameters here (paramstyle qmark or numeric)",
+            errno=9999,
+            sqlstate="0A000",
+        )
+    return [from_binding(bindings[k]) for k in sorted(bindings, key=int)]
+
+
+async def abort_request(request: Request) -> Response:
+    try:
+        fs_server.to_conn(fs_server.to_token(request))
+    except fs_server.ServerError as e:
+        return JSONResponse(
+            {"data": None, "code": e.code, "message": e.message, "success": False}, status_code=e.status_code
+        )
+    body = await _json_body(request)
+    if request_id := body.get("requestId"):
+        logger.info("abort requested for %s", request_id)
+        running.abort(str(request_id))
+    return JSONResponse({"data": None, "code": None, "message": None, "success": True})

@@ -1,0 +1,300 @@
+"""The Snowflake emulator, driven by the real connector over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import snowflake.connector
+from snowflake.connector import SnowflakeConnection
+from snowflake.connector.errors import ProgrammingError
+
+from project.emulator import connection_kwargs, running_queries, serve_in_thread
+
+pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
+
+REPO = Path(__file__).resolve().parents[2]
+
+LOAD_PROCEDURE = """
+-- deployed as a file, comments and all
+CREATE OR REPLACE PROCEDURE load_claims(path VARCHAR, tpa VARCHAR)
+  RETURNS VARIANT
+  LANGUAGE SQL
+  EXECUTE AS CALLER
+AS
+$$
+DECLARE
+  loaded NUMBER DEFAULT 0;
+BEGIN
+  EXECUTE IMMEDIATE 'COPY INTO claims FROM @uploads/' || :path || ' FILE_FORMAT=(TYPE=CSV SKIP_HEADER=1)';
+  loaded := SQLROWCOUNT;
+  INSERT INTO load_log (tpa, row_count) VALUES (:tpa, :loaded);
+  LET total INTEGER := (SELECT COUNT(*) FROM claims);
+  RETURN OBJECT_CONSTRUCT('loaded', loaded, 'total', total, 'tpa', tpa);
+END;
+$$
+"""
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[dict[str, Any]]:
+    with serve_in_thread() as kwargs:
+        yield kwargs
+
+
+def connect(kwargs: dict[str, Any], schema: str) -> SnowflakeConnection:
+    return snowflake.connector.connect(**kwargs, database="EMULATOR_TEST", schema=schema, paramstyle="qmark")
+
+
+@pytest.fixture
+def snowflake_conn(emulator: dict[str, Any]) -> Iterator[SnowflakeConnection]:
+    """A connection to a schema of its own, as the app connects (server-side qmark binding)."""
+    conn = connect(emulator, f"T_{uuid.uuid4().hex[:8]}")
+    yield conn
+    conn.close()
+
+
+def put(conn: SnowflakeConnection, target: str, name: str, content: bytes) -> None:
+    conn.cursor().execute(f"PUT 'file://{name}' {target}", file_stream=io.BytesIO(content))
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    # a generous deadline: it only bounds how long a broken emulator takes to fail the test
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+# -- SYSTEM$WAIT and aborts -------------------------------------------------------------------
+
+
+def test_it_returns_the_wait_string_for_literal_and_bound_amounts(snowflake_conn: SnowflakeConnection) -> None:
+    qmark = snowflake_conn.cursor()
+    assert qmark.execute("SELECT SYSTEM$WAIT(0.2) AS w, 1 AS x").fetchall() == [("waited 0.2 seconds", 1)]
+    assert qmark.execute("SELECT SYSTEM$WAIT(?, 'MILLISECONDS') AS w, ? AS x", (5, "a")).fetchall() == [
+        ("waited 5 milliseconds", "a")
+    ]
+
+
+def test_it_takes_a_numeric_bound_amount(emulator: dict[str, Any]) -> None:
+    with closing(snowflake.connector.connect(**emulator, paramstyle="numeric")) as conn:
+        cur = conn.cursor()
+        assert cur.execute("SELECT :2 AS x, SYSTEM$WAIT(:1) AS w", (0, "b")).fetchall() == [("b", "waited 0 seconds")]
+
+
+def test_it_runs_concurrent_waits_at_the_same_time(emulator: dict[str, Any]) -> None:
+    connections = [connect(emulator, "WAITS") for _ in range(8)]
+
+    def wait(conn: SnowflakeConnection) -> int:
+        with pytest.raises(ProgrammingError) as info:
+            conn.cursor().execute("SELECT SYSTEM$WAIT(60) AS w")
+        return info.value.errno
+
+    with ThreadPoolExecutor(len(connections)) as pool:
+        outcomes = [pool.submit(wait, conn) for conn in connections]
+        # all eight sleep at once: none holds a thread that another one waits for
+        wait_until(lambda: sum(q.waiting for q in running_queries()) == 8, "8 waits are in flight")
+
+        # another session cancels them by requestId
+        admin = connect(emulator, "WAITS").cursor()
+        for query in running_queries():
+            (message,) = admin.execute("SELECT SYSTEM$CANCEL_QUERY(?)", (query.request_id,)).fetchone()
+            assert message == f"query [{query.request_id}] terminated."
+        assert [outcome.result() for outcome in outcomes] == [604] * 8
+    assert running_queries() == []
+    for conn in [*connections, admin.connection]:
+        conn.close()
+
+
+def test_it_aborts_a_wait_when_the_client_times_out(snowflake_conn: SnowflakeConnection) -> None:
+    cur = snowflake_conn.cursor()
+    # The connector words it "cancelled by the client due to a timeout" only if its abort request
+    # has returned before the cancelled query's answer arrives, which a loaded machine can reorder.
+    with pytest.raises(ProgrammingError, match="SQL execution canceled") as info:
+        cur.execute("SELECT SYSTEM$WAIT(60) AS w", timeout=1)
+    assert info.value.errno == 604
+    assert running_queries() == []
+    assert cur.execute("SELECT 'next' AS n").fetchall() == [("next",)]
+
+
+def test_it_interrupts_a_long_duckdb_query(snowflake_conn: SnowflakeConnection) -> None:
+    cur = snowflake_conn.cursor()
+    # 10^16 rows: it never ends on its own
+    with pytest.raises(ProgrammingError, match="SQL execution canceled") as info:
+        cur.execute("SELECT COUNT(*) FROM range(100000000) AS a, range(100000000) AS b", timeout=1)
+    assert info.value.errno == 604
+    assert running_queries() == []
+    assert cur.execute("SELECT 2 + 2 AS n").fetchall() == [(4,)]
+
+
+# -- stages ---------------------------------------------------------------------------------
+
+
+def test_it_lists_only_the_files_under_a_path(snowflake_conn: SnowflakeConnection) -> None:
+    cur = snowflake_conn.cursor()
+    cur.execute("CREATE STAGE uploads")
+    put(snowflake_conn, "@uploads/acme/2024/", "jan.csv", b"id\n1\n")
+    put(snowflake_conn, "@uploads/acme/2025/", "jan.csv", b"id\n2\n")
+    put(snowflake_conn, "@uploads/globex/", "feb.csv", b"id\n3\n")
+
+    rows = cur.execute("LIST @uploads/acme/").fetchall()
+    assert [d.name for d in cur.description] == ["name", "size", "md5", "last_modified"]
+    assert [r[0] for r in rows] == ["uploads/acme/2024/jan.csv.gz", "uploads/acme/2025/jan.csv.gz"]
+    assert all(r[1] > 0 and len(r[2]) == 32 and r[3].endswith("GMT") for r in rows)
+    assert [r[0] for r in cur.execute("LIST @uploads PATTERN = '.*2025.*'").fetchall()] == [
+        "uploads/acme/2025/jan.csv.gz"
+    ]
+    assert len(cur.execute("LIST @uploads").fetchall()) == 3
+    assert cur.execute("LIST @uploads/initech/").fetchall() == []
+
+
+def test_it_removes_a_file_or_everything_under_a_prefix(snowflake_conn: SnowflakeConnection) -> None:
+    cur = snowflake_conn.cursor()
+    cur.execute("CREATE STAGE uploads")
+    for folder, name in [("a/", "1.csv"), ("a/", "2.csv"), ("b/", "3.csv")]:
+        put(snowflake_conn, f"@uploads/{folder}", name, b"id\n1\n")
+
+    assert cur.execute("REMOVE @uploads/a/1.csv.gz").fetchall() == [("uploads/a/1.csv.gz", "removed")]
+    assert [d.name for d in cur.description] == ["name", "result"]
+    assert cur.execute("RM @uploads/a/").fetchall() == [("uploads/a/2.csv.gz", "removed")]
+    assert [r[0] for r in cur.execute("LIST @uploads").fetchall()] == ["uploads/b/3.csv.gz"]
+
+
+def test_it_loads_a_staged_file_once(snowflake_conn: SnowflakeConnection, tmp_path: Path) -> None:
+    cur = snowflake_conn.cursor()
+    cur.execute("CREATE STAGE uploads")
+    cur.execute("CREATE TABLE claims (id INT, amount NUMBER(10, 2))")
+    (tmp_path / "claims.csv").write_text("id,amount\n1,10.50\n2,20.00\n")
+    cur.execute(f"PUT 'file://{tmp_path / 'claims.csv'}' @uploads/acme/")
+    put(snowflake_conn, "@uploads/acme/", "more.csv", b"id,amount\n3,1.25\n")
+
+    copy = "COPY INTO claims FROM @uploads/acme/ FILE_FORMAT=(TYPE=CSV SKIP_HEADER=1)"
+    assert {(r[0], r[1], r[3]) for r in cur.execute(copy).fetchall()} == {
+        ("uploads/acme/claims.csv.gz", "LOADED", 2),
+        ("uploads/acme/more.csv.gz", "LOADED", 1),
+    }
+    assert {r[1] for r in cur.execute(copy).fetchall()} == {"LOAD_SKIPPED"}
+    assert cur.execute("SELECT COUNT(*), SUM(amount) FROM claims").fetchone() == (3, 31.75)
+
+
+# -- procedures -------------------------------------------------------------------------------
+
+
+def test_it_calls_a_procedure_with_bound_arguments(snowflake_conn: SnowflakeConnection) -> None:
+    cur = snowflake_conn.cursor()
+    cur.execute("CREATE STAGE uploads")
+    cur.execute("CREATE TABLE claims (id INT, amount NUMBER(10, 2))")
+    cur.execute("CREATE TABLE load_log (tpa VARCHAR, row_count INT)")
+    put(snowflake_conn, "@uploads/acme/", "claims.csv", b"id,amount\n1,10\n2,20\n3,30\n")
+    assert cur.execute(LOAD_PROCEDURE).fetchall() == [("Function LOAD_CLAIMS successfully created.",)]
+
+    (result,) = cur.execute("CALL load_claims(?, ?)", ("acme/", "ACME")).fetchone()
+    assert [d.name for d in cur.description] == ["LOAD_CLAIMS"]
+    assert json.loads(result) == {"loaded": 3, "total": 3, "tpa": "ACME"}
+    assert cur.execute("SELECT tpa, row_count FROM load_log").fetchall() == [("ACME", 3)]
+
+
+def test_it_keeps_the_statements_before_a_failing_one(snowflake_conn: SnowflakeConnection) -> None:
+    cur = snowflake_conn.cursor()
+    cur.execute("CREATE TABLE load_log (tpa VARCHAR, row_count INT)")
+    cur.execute(
+        """CREATE PROCEDURE half_done() RETURNS VARCHAR LANGUAGE SQL AS $$
+        BEGIN
+          INSERT INTO load_log VALUES ('first', 1);
+          INSERT INTO no_such_table VALUES (2);
+          RETURN 'unreachable';
+        END;
+        $$"""
+    )
+    with pytest.raises(ProgrammingError, match=r"on line 4 .*(?i:no_such_table)") as info:
+        cur.execute("CALL half_done()")
+    assert info.value.errno == 2003
+    assert cur.execute("SELECT * FROM load_log").fetchall() == [("first", 1)]
+
+
+def test_it_names_the_unsupported_construct(snowflake_conn: SnowflakeConnection) -> None:
+    cur = snowflake_conn.cursor()
+    body = "BEGIN IF (1 = 1) THEN RETURN 1; END IF; END"
+    with pytest.raises(ProgrammingError, match="does not support IF statements"):
+        cur.execute(f"CREATE PROCEDURE branches() RETURNS INT LANGUAGE SQL AS $${body}$$")
+    with pytest.raises(ProgrammingError, match="does not support LANGUAGE PYTHON"):
+        cur.execute("CREATE PROCEDURE py() RETURNS INT LANGUAGE PYTHON AS $$ def run(): return 1 $$")
+
+
+# -- persistence and the command line --------------------------------------------------------
+
+
+class Emulator:
+    """python -m project.emulator, as `make demo` runs it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.log = (data_dir.parent / "emulator.log").open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "project.emulator", "--port", "0", "--data-dir", str(data_dir)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        # if the emulator neither starts nor exits, fail rather than hang
+        watchdog = threading.Timer(30, self.process.kill)
+        watchdog.start()
+        assert self.process.stdout
+        line = self.process.stdout.readline().strip()
+        watchdog.cancel()
+        if not line.startswith("snowflake emulator listening on http://127.0.0.1:"):
+            self.process.kill()
+            self.log.close()
+            pytest.fail(f"the emulator did not start: {line!r}, see {self.log.name}")
+        self.kwargs = connection_kwargs("127.0.0.1", int(line.rsplit(":", 1)[1]))
+
+    def connect(self) -> SnowflakeConnection:
+        return snowflake.connector.connect(**self.kwargs, database="FANOUT", schema="BRONZE", paramstyle="qmark")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            self.log.close()
+
+
+def test_it_keeps_tables_stages_and_procedures_across_a_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "snowflake"
+    first = Emulator(data_dir)
+    try:
+        with closing(first.connect()) as conn:
+            cur = conn.cursor()
+            cur.execute("CREATE TABLE claims (id INT)")
+            cur.execute("INSERT INTO claims VALUES (1), (2)")
+            cur.execute("CREATE STAGE uploads")
+            put(conn, "@uploads/acme/", "claims.csv", b"id\n3\n")
+            cur.execute(
+                "CREATE PROCEDURE claim_count(extra INT) RETURNS INT LANGUAGE SQL "
+                "AS 'BEGIN RETURN (SELECT COUNT(*) FROM claims) + extra; END'"
+            )
+    finally:
+        assert first.stop() == 0  # SIGTERM stops it cleanly
+
+    second = Emulator(data_dir)
+    try:
+        with closing(second.connect()) as conn:
+            cur = conn.cursor()
+            assert cur.execute("SELECT id FROM claims ORDER BY id").fetchall() == [(1,), (2,)]
+            assert [r[0] for r in cur.execute("LIST @uploads").fetchall()] == ["uploads/acme/claims.csv.gz"]
+            assert cur.execute("CALL claim_count(?)", (10,)).fetchall() == [(12,)]
+    finally:
+        assert second.stop() == 0
