@@ -185,6 +185,17 @@ CACHE_TTLS = {
     "tokens": env.int("CACHE_TTL_TOKENS", default=60),
 }
 
+# --- TPA pipeline ------------------------------------------------------------------------
+
+TPA_UPLOAD_MAX_BYTES = positive_int("TPA_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+TPA_STAGE_TIMEOUT = positive_float("TPA_STAGE_TIMEOUT", 120.0)
+TPA_PROCEDURE_TIMEOUT = positive_float("TPA_PROCEDURE_TIMEOUT", 900.0)
+TPA_PREVIEW_TIMEOUT = positive_float("TPA_PREVIEW_TIMEOUT", 15.0)
+TPA_SYNC_MAX_WAIT = positive_float("TPA_SYNC_MAX_WAIT", 300.0)
+# Uploads go to a temporary file from the first byte: a claim file is never held whole in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
 # --- Background tasks ------------------------------------------------------------------
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

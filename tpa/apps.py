@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class TpaConfig(AppConfig):
     name = "tpa"
     verbose_name = "TPA pipeline"
+
+    def ready(self) -> None:
+        from tpa.cache import connect_signals
+
+        connect_signals()

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from project import cache
+from tpa.cache import TPA_LIST, master_data, tpa_list
+from tpa.models import FieldMapping, Tpa
+
+
+# Invalidation waits for the commit, so these tests commit (transaction=True).
+@pytest.mark.django_db(transaction=True)
+def test_it_shows_an_admin_edit_in_the_tpa_list(make_tpa, owner, owner_client) -> None:
+    owner.is_superuser = True
+    owner.save()
+    tpa = make_tpa(name="Old Name Benefits")
+    assert "Old Name Benefits" in owner_client.get("/tpa/").content.decode()  # now cached
+    change = owner_client.get(f"/admin/tpa/tpa/{tpa.pk}/change/")
+    assert change.status_code == 200
+    form = {
+        "code": tpa.code, "name": "New Name Benefits", "active": "on", "contact_name": "", "contact_email": "",
+        "target_schema": tpa.target_schema_id,
+        "mappings-TOTAL_FORMS": "0", "mappings-INITIAL_FORMS": "0", "mappings-MIN_NUM_FORMS": "0",
+        "mappings-MAX_NUM_FORMS": "1000",
+    }
+    saved = owner_client.post(f"/admin/tpa/tpa/{tpa.pk}/change/", form)
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    page = owner_client.get("/tpa/").content.decode()
+    assert "New Name Benefits" in page and "Old Name Benefits" not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_shows_a_bulk_update_in_the_tpa_list(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    assert "(inactive)" not in owner_client.get("/tpa/").content.decode()
+    Tpa.objects.filter(pk=tpa.pk).update(active=False)
+    assert "(inactive)" in owner_client.get("/tpa/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_loads_a_cold_tpa_list_once_for_concurrent_readers(make_tpa) -> None:
+    await sync_to_async(make_tpa)()
+    await cache.ainvalidate(TPA_LIST)
+    before = cache.STATS[TPA_LIST].loads
+    lists = await asyncio.gather(*(tpa_list() for _ in range(20)))
+    assert cache.STATS[TPA_LIST].loads == before + 1
+    assert all(result == lists[0] for result in lists) and lists[0]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_reloads_master_data_after_a_mapping_changes(make_tpa) -> None:
+    tpa = await sync_to_async(make_tpa)()
+    assert "paid" in (await master_data(tpa.code)).source_columns
+    mapping = await FieldMapping.objects.aget(tpa=tpa, target_column="PAID_AMOUNT")
+    mapping.source_column = "amount_paid"
+    await mapping.asave()
+    assert "amount_paid" in (await master_data(tpa.code)).source_columns
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_staff_edit_mappings_and_refuses_a_bad_date_format(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    page = owner_client.get(f"/tpa/{tpa.code}/mappings/")
+    assert page.status_code == 200
+    mappings = list(FieldMapping.objects.filter(tpa=tpa).order_by("id"))
+    form = {"form-TOTAL_FORMS": str(len(mappings)), "form-INITIAL_FORMS": str(len(mappings)),
+            "form-MIN_NUM_FORMS": "0", "form-MAX_NUM_FORMS": "1000"}
+    for n, m in enumerate(mappings):
+        form |= {f"form-{n}-id": str(m.pk), f"form-{n}-source_column": m.source_column,
+                 f"form-{n}-target_column": m.target_column, f"form-{n}-transform": m.transform,
+                 f"form-{n}-argument": m.argument}
+    date = next(n for n, m in enumerate(mappings) if m.target_column == "SERVICE_DATE")
+    refused = owner_client.post(f"/tpa/{tpa.code}/mappings/", form | {f"form-{date}-argument": "%Y'); DROP"})
+    assert "Give a date format made of YYYY" in refused.content.decode()
+    saved = owner_client.post(f"/tpa/{tpa.code}/mappings/", form | {f"form-{date}-argument": "DD.MM.YYYY"})
+    assert saved.status_code == 302
+    assert FieldMapping.objects.get(pk=mappings[date].pk).argument == "DD.MM.YYYY"
+    assert "DD.MM.YYYY" in owner_client.get(f"/tpa/{tpa.code}/").content.decode()  # master data reloaded

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.tpa.conftest import break_mapping, claims_file, counts, fix_mapping, work
+from tpa.models import FileStatus, IngestionFile, PipelineRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_runs_an_uploaded_file_through_bronze_silver_and_gold(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    owner_client.post(f"/tpa/{tpa.code}/upload", {"file": claims_file(rows=30)})
+    started = owner_client.post(f"/tpa/{tpa.code}/runs/")
+    run = PipelineRun.objects.get(tpa=tpa)
+    assert started.status_code == 303 and started["Location"] == f"/tpa/{tpa.code}/runs/{run.pk}/"
+    page = owner_client.get(started["Location"]).content.decode()
+    assert 'data-poll-url="' in page and "queued" in page
+
+    work()
+
+    status = owner_client.get(f"/api/tpa/tpas/{tpa.code}/runs/{run.pk}").json()
+    assert status["status"] == "succeeded"
+    assert [(s["name"], s["status"], s["rows"]) for s in status["steps"]] == [
+        ("bronze", "succeeded", 30),
+        ("silver", "succeeded", 30),
+        ("gold", "succeeded", status["steps"][2]["rows"]),
+    ]
+    assert all(s["query_ids"] and s["duration_ms"] is not None for s in status["steps"])
+    gold_rows = status["steps"][2]["rows"]
+    assert counts(tpa.code) == {"bronze": 30, "silver": 30, "gold": gold_rows} and gold_rows >= 1
+    assert IngestionFile.objects.get(tpa=tpa).status == FileStatus.TRANSFORMED
+    # The finished run page stops polling and shows the rows; the TPA page previews each layer.
+    fragment = owner_client.get(f"/tpa/{tpa.code}/runs/{run.pk}/steps").content.decode()
+    assert "data-poll-url" not in fragment and "succeeded" in fragment
+    detail = owner_client.get(f"/tpa/{tpa.code}/").content.decode()
+    assert "ACM-0100000" in detail  # a silver claim id
+    assert "SERVICE_MONTH" in detail  # the gold aggregates
+
+
+def test_it_marks_the_failing_step_and_a_rerun_after_the_fix_duplicates_nothing(make_tpa, owner_client) -> None:
+    clean = make_tpa()
+    owner_client.post(f"/api/tpa/tpas/{clean.code}/files", {"file": claims_file(rows=25)})
+    owner_client.post(f"/api/tpa/tpas/{clean.code}/runs")
+    broken = make_tpa()
+    break_mapping(broken)
+    owner_client.post(f"/api/tpa/tpas/{broken.code}/files", {"file": claims_file(rows=25)})
+    response = owner_client.post(f"/api/tpa/tpas/{broken.code}/runs")
+    assert response.status_code == 202
+    status_url = response.json()["status_url"]
+    assert status_url == f"/api/tpa/tpas/{broken.code}/runs/{response.json()['id']}"
+
+    work()
+
+    failed = owner_client.get(status_url).json()
+    steps = {s["name"]: s for s in failed["steps"]}
+    assert failed["status"] == "failed"
+    assert steps["bronze"]["status"] == "succeeded" and steps["bronze"]["rows"] == 25
+    assert steps["silver"]["status"] == "failed"
+    assert "Could not parse string" in steps["silver"]["error"]  # the database's own words
+    assert steps["gold"]["status"] == "skipped"
+    assert IngestionFile.objects.get(tpa=broken).status == FileStatus.FAILED
+    assert counts(broken.code)["bronze"] == 25 and counts(broken.code)["silver"] == 0
+
+    fix_mapping(broken)
+    rerun = owner_client.post(f"/api/tpa/tpas/{broken.code}/runs")
+    assert rerun.status_code == 202
+    work()
+
+    assert owner_client.get(rerun.json()["status_url"]).json()["status"] == "succeeded"
+    assert counts(broken.code) == counts(clean.code)
+    assert counts(broken.code)["bronze"] == 25
+
+
+def test_it_refuses_a_run_with_nothing_to_do(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    response = owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs")
+    assert response.status_code == 409
+    assert "no files waiting" in response.json()["detail"]

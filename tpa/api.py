@@ -1,0 +1,186 @@
+"""The TPA API, mounted at /api/tpa/ (session auth; see project.api)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest
+from django.urls import reverse
+from ninja import File, Router, Schema, Status
+from ninja.errors import HttpError
+from ninja.files import UploadedFile
+
+from tpa import uploads
+from tpa.cache import tpa_list
+from tpa.models import Access, IngestionFile, PipelineRun, Tpa, access_for
+from tpa.pipeline import load_run, start_run, wait_for
+from tpa.staging import Refused
+
+router = Router(tags=["tpa"])
+
+
+class TpaOut(Schema):
+    code: str
+    name: str
+    active: bool
+    contact_name: str
+    contact_email: str
+    target_schema: str
+
+
+class FileOut(Schema):
+    id: int
+    tpa: str
+    original_name: str
+    stage_path: str
+    size: int
+    sha256: str
+    row_count: int
+    columns: list[str]
+    status: str
+    error: str
+    uploaded_at: datetime
+
+
+class StepOut(Schema):
+    name: str
+    status: str
+    rows: int | None
+    query_ids: list[str]
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: float | None
+    error: str
+
+
+class RunOut(Schema):
+    id: int
+    tpa: str
+    status: str
+    finished: bool
+    error: str
+    triggered_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    files: list[str]
+    steps: list[StepOut]
+    status_url: str
+    page_url: str
+
+
+class Error(Schema):
+    detail: str
+
+
+def file_out(file: IngestionFile, code: str) -> dict[str, Any]:
+    return {**{f: getattr(file, f) for f in FileOut.model_fields if f != "tpa"}, "tpa": code}
+
+
+def run_out(run: PipelineRun) -> dict[str, Any]:
+    """The run as the status endpoint and the sync endpoint return it (run loaded by load_run)."""
+    code = run.tpa.code
+    return {
+        "id": run.pk,
+        "tpa": code,
+        "status": run.status,
+        "finished": run.finished,
+        "error": run.error,
+        "triggered_by": run.triggered_by.get_username() if run.triggered_by else None,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "files": [f.stage_path for f in run.files.all()],
+        "steps": [
+            {
+                "name": s.name,
+                "status": s.status,
+                "rows": s.rows,
+                "query_ids": s.query_ids,
+                "started_at": s.started_at,
+                "finished_at": s.finished_at,
+                "duration_ms": round(s.duration * 1000, 1) if s.duration is not None else None,
+                "error": s.error,
+            }
+            for s in run.steps.all()
+        ],
+        "status_url": reverse("api:tpa_run_status", args=[code, run.pk]),
+        "page_url": reverse("tpa:run", args=[code, run.pk]),
+    }
+
+
+async def _tpa(request: HttpRequest, code: str, need: Access = Access.VIEW) -> Tpa:
+    access = await access_for(await request.auser())
+    if access < Access.VIEW:
+        raise Http404("No such TPA.")
+    try:
+        tpa = await Tpa.objects.aget(code=code)
+    except Tpa.DoesNotExist:
+        raise Http404("No such TPA.") from None
+    if access < need:
+        raise HttpError(403, "Only TPA operators may do this.")
+    return tpa
+
+
+@router.get("/tpas", response=list[TpaOut])
+async def list_tpas(request: HttpRequest) -> list[Any]:
+    if await access_for(await request.auser()) < Access.VIEW:
+        raise HttpError(403, "You have no access to TPAs.")
+    return list(await tpa_list())
+
+
+@router.get("/tpas/{code}/files", response=list[FileOut])
+async def list_files(request: HttpRequest, code: str, status: str = "") -> list[dict[str, Any]]:
+    tpa = await _tpa(request, code)
+    files = tpa.files.all() if not status else tpa.files.filter(status=status)
+    return [file_out(f, tpa.code) async for f in files[:200]]
+
+
+@router.post("/tpas/{code}/files", response={201: FileOut, 400: Error, 409: Error, 413: Error, 502: Error})
+async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile]) -> Status:
+    """Upload a CSV: checked against the TPA's mappings, refused if a duplicate, staged, recorded."""
+    tpa = await _tpa(request, code, Access.OPERATE)
+    try:
+        record = await uploads.upload(tpa, file.name or "", file.chunks(), request.user)
+    except Refused as exc:
+        return Status(exc.status, {"detail": exc.message})
+    return Status(201, file_out(record, tpa.code))
+
+
+@router.post("/tpas/{code}/runs", response={202: RunOut, 409: Error})
+async def create_run(request: HttpRequest, code: str) -> Status:
+    """Start a run in the background; 202 with the status URL to poll."""
+    tpa = await _tpa(request, code, Access.OPERATE)
+    try:
+        run = await start_run(tpa, request.user)
+    except Refused as exc:
+        return Status(exc.status, {"detail": exc.message})
+    return Status(202, run_out(await load_run(run.pk)))
+
+
+@router.post("/tpas/{code}/runs/sync", response={200: RunOut, 202: RunOut, 409: Error})
+async def create_run_and_wait(request: HttpRequest, code: str, timeout: float = 60.0) -> Status:
+    """Start a run and wait for it, up to `timeout` seconds (at most TPA_SYNC_MAX_WAIT, 300):
+    200 with the finished run, or 202 with the status URL if it is still going."""
+    tpa = await _tpa(request, code, Access.OPERATE)
+    try:
+        run = await start_run(tpa, request.user)
+    except Refused as exc:
+        return Status(exc.status, {"detail": exc.message})
+    limit = float(getattr(settings, "TPA_SYNC_MAX_WAIT", 300.0))
+    run = await wait_for(run.pk, max(0.0, min(timeout, limit)))
+    return Status(200 if run.finished else 202, run_out(run))
+
+
+@router.get("/tpas/{code}/runs/{run_id}", response=RunOut, url_name="tpa_run_status")
+async def run_status(request: HttpRequest, code: str, run_id: int) -> dict[str, Any]:
+    tpa = await _tpa(request, code)
+    try:
+        run = await load_run(run_id)
+    except PipelineRun.DoesNotExist:
+        raise Http404("No such run.") from None
+    if run.tpa_id != tpa.pk:
+        raise Http404("No such run.")
+    return run_out(run)

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.management.base import BaseCommand, CommandError
+
+from project.sources import SourceError
+from tpa import demo, uploads
+from tpa.models import IngestionFile, RunStatus, Tpa
+from tpa.pipeline import execute_run, start_run
+from tpa.staging import Refused
+
+
+class Command(BaseCommand):
+    help = (
+        "Create three demo TPAs (different column layouts), the CLAIMS target schema and their mappings, "
+        "then upload a generated claim file for each and run it through the real pipeline. Safe to run again."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--rows", type=int, default=250, help="claims per generated file (default 250)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tpas = demo.ensure_master_data()
+        self.stdout.write(f"Master data ready: {', '.join(t.code for t in tpas)}.")
+        try:
+            asyncio.run(self.load(options["rows"]))
+        except SourceError as exc:
+            raise CommandError(f"Snowflake refused: {exc.message} (did `manage.py snowflake_deploy` run?)") from exc
+
+    async def load(self, rows: int) -> None:
+        for spec in demo.DEMO_TPAS:
+            tpa = await Tpa.objects.aget(code=spec.code)
+            if await IngestionFile.objects.filter(tpa=tpa).aexists():
+                self.stdout.write(f"  {tpa.code}: has files already, left as it is")
+                continue
+            content = demo.claims_csv(spec, rows, seed=1)
+            try:
+                file = await uploads.upload(tpa, f"{tpa.code.lower()}_claims_2026-01.csv", [content], None)
+            except Refused as exc:
+                raise CommandError(f"{tpa.code}: {exc.message}") from exc
+            run = await start_run(tpa, None, enqueue=False)
+            run = await execute_run(run.pk)
+            steps = ", ".join(
+                f"{s.name} {s.status} {s.rows} rows {s.duration or 0:.2f} s"
+                for s in await sync_to_async(list)(run.steps.all())
+            )
+            style = self.style.SUCCESS if run.status == RunStatus.SUCCEEDED else self.style.ERROR
+            self.stdout.write(style(f"  {tpa.code}: {file.stage_path} ({file.row_count} rows), run {run.pk} {run.status}: {steps}"))

@@ -1,0 +1,350 @@
+"""Master data (TPAs, target schemas, field mappings) and the pipeline's records (files, runs)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+# Identifiers that reach Snowflake SQL: upper case, no quoting ever needed.
+IDENTIFIER = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
+identifier_validator = RegexValidator(IDENTIFIER, "Use A-Z, 0-9 and _, starting with a letter (upper case).")
+tpa_code_validator = RegexValidator(r"^[A-Z][A-Z0-9_]{1,19}$", "2-20 characters: A-Z, 0-9 and _, starting with a letter.")
+# Snowflake date format elements the date transform accepts.
+DATE_FORMAT = re.compile(r"^(?:YYYY|YY|MM|MON|DD|HH24|MI|SS|[-/. :])+$")
+# Bronze keeps source columns by position in C01..C40 (tpa/snowflake/001_objects.sql).
+MAX_SOURCE_COLUMNS = 40
+
+
+# --- master data -------------------------------------------------------------------------
+
+
+class InvalidatingQuerySet(models.QuerySet):  # type: ignore[type-arg]
+    """Bulk writes skip model signals; these invalidate the master-data caches themselves."""
+
+    def _changed(self) -> None:
+        from tpa.cache import invalidate_after_commit
+
+        invalidate_after_commit(self.model)
+
+    def update(self, **kwargs: Any) -> int:
+        count = super().update(**kwargs)
+        self._changed()
+        return count
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        result = super().delete()
+        self._changed()
+        return result
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list[Any]:
+        result = super().bulk_create(*args, **kwargs)
+        self._changed()
+        return result
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        result = super().bulk_update(*args, **kwargs)
+        self._changed()
+        return result
+
+
+class TargetSchema(models.Model):
+    """A silver table's layout: the columns TPA files are mapped to."""
+
+    name = models.CharField(max_length=63, validators=[identifier_validator])
+    version = models.PositiveIntegerField(default=1)
+    table_name = models.CharField(
+        max_length=63, validators=[identifier_validator], help_text="The SILVER table this schema describes."
+    )
+    key_column = models.CharField(
+        max_length=63, validators=[identifier_validator], help_text="The claim key: MERGE matches rows on it."
+    )
+    description = models.TextField(blank=True)
+
+    objects = InvalidatingQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="tpa_schema_name_version")]
+        ordering = ["name", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class ColumnType(models.TextChoices):
+    TEXT = "VARCHAR", "text"
+    INTEGER = "INTEGER", "integer"
+    DECIMAL = "NUMBER(18, 2)", "decimal (18, 2)"
+    DATE = "DATE", "date"
+    TIMESTAMP = "TIMESTAMP_NTZ", "timestamp"
+    BOOLEAN = "BOOLEAN", "boolean"
+
+
+class TargetColumn(models.Model):
+    schema = models.ForeignKey(TargetSchema, on_delete=models.CASCADE, related_name="columns")
+    name = models.CharField(max_length=63, validators=[identifier_validator])
+    data_type = models.CharField(max_length=20, choices=ColumnType.choices, default=ColumnType.TEXT)
+    required = models.BooleanField(default=False)
+    position = models.PositiveIntegerField(default=0)
+
+    objects = InvalidatingQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["schema", "name"], name="tpa_column_unique_name")]
+        ordering = ["schema", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.data_type}"
+
+
+class TpaQuerySet(InvalidatingQuerySet):
+    def active(self) -> TpaQuerySet:
+        return self.filter(active=True)
+
+
+class Tpa(models.Model):
+    """A third-party administrator that sends claim files."""
+
+    code = models.CharField(max_length=20, unique=True, validators=[tpa_code_validator])
+    name = models.CharField(max_length=200)
+    active = models.BooleanField(default=True)
+    contact_name = models.CharField(max_length=200, blank=True)
+    contact_email = models.EmailField(blank=True)
+    target_schema = models.ForeignKey(TargetSchema, on_delete=models.PROTECT, related_name="tpas")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TpaQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["code"]
+        verbose_name = "TPA"
+        permissions = [("operate_tpa", "Can upload TPA files and run the pipeline")]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.name})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("tpa:detail", args=[self.code])
+
+    @property
+    def stage_prefix(self) -> str:
+        return self.code.lower()
+
+
+class Transform(models.TextChoices):
+    COPY = "copy", "as is"
+    TRIM = "trim", "trim spaces"
+    CAST = "cast", "trim, drop thousands separators, cast"
+    DATE = "date", "parse a date with a format"
+    CONSTANT = "constant", "a constant value"
+
+
+class FieldMapping(models.Model):
+    """One target column of a TPA's target schema, and where its value comes from."""
+
+    tpa = models.ForeignKey(Tpa, on_delete=models.CASCADE, related_name="mappings")
+    target_schema = models.ForeignKey(TargetSchema, on_delete=models.CASCADE, related_name="mappings")
+    source_column = models.CharField(max_length=100, blank=True, help_text="The column in the TPA's file header.")
+    target_column = models.CharField(max_length=63, validators=[identifier_validator])
+    transform = models.CharField(max_length=10, choices=Transform.choices, default=Transform.TRIM)
+    argument = models.CharField(
+        max_length=200, blank=True, help_text="The date format (e.g. YYYY-MM-DD) or the constant value."
+    )
+
+    objects = InvalidatingQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tpa", "target_schema", "target_column"], name="tpa_mapping_one_per_column")
+        ]
+        ordering = ["tpa", "target_schema", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.tpa_id}: {self.source_column or self.argument!r} -> {self.target_column}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.transform == Transform.CONSTANT:
+            if any(ord(c) < 32 or c == "\\" for c in self.argument):
+                errors["argument"] = "A constant cannot contain control characters or backslashes."
+        else:
+            if not self.source_column.strip():
+                errors["source_column"] = "Name the file column this value comes from."
+            elif any(ord(c) < 32 for c in self.source_column):
+                errors["source_column"] = "A column name cannot contain control characters."
+        if self.transform == Transform.DATE and not DATE_FORMAT.match(self.argument):
+            errors["argument"] = "Give a date format made of YYYY, MM, MON, DD, HH24, MI, SS and - / . : or spaces."
+        if self.target_schema_id and self.target_column:
+            names = set(TargetColumn.objects.filter(schema_id=self.target_schema_id).values_list("name", flat=True))
+            if self.target_column not in names:
+                errors["target_column"] = f"{self.target_column} is not a column of the target schema."
+        if errors:
+            raise ValidationError(errors)
+
+
+# --- the pipeline's records ----------------------------------------------------------------
+
+
+class FileStatus(models.TextChoices):
+    UPLOADED = "uploaded", "uploaded"
+    QUEUED = "queued", "queued"
+    LOADING = "loading", "loading"
+    LOADED = "loaded", "loaded"
+    TRANSFORMED = "transformed", "transformed"
+    FAILED = "failed", "failed"
+
+
+class IngestionFileQuerySet(models.QuerySet):  # type: ignore[type-arg]
+    def pending(self) -> IngestionFileQuerySet:
+        """Files a new run should process: not yet transformed, not in a running run."""
+        return self.filter(status__in=[FileStatus.UPLOADED, FileStatus.LOADED, FileStatus.FAILED])
+
+
+class IngestionFile(models.Model):
+    tpa = models.ForeignKey(Tpa, on_delete=models.PROTECT, related_name="files")
+    original_name = models.CharField(max_length=255)
+    stage_path = models.CharField(max_length=300, unique=True, help_text="<tpa>/<yyyy>/<mm>/<dd>/<name> on the stage")
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    row_count = models.PositiveIntegerField(default=0)
+    columns = models.JSONField(default=list, help_text="The file's header, in order: bronze keeps them as C01...")
+    status = models.CharField(max_length=12, choices=FileStatus.choices, default=FileStatus.UPLOADED)
+    error = models.TextField(blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = IngestionFileQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-uploaded_at", "-id"]
+        constraints = [
+            # The same content twice for one TPA is a mistake, unless the first attempt failed.
+            models.UniqueConstraint(
+                fields=["tpa", "sha256"], condition=~Q(status="failed"), name="tpa_file_no_duplicate_content"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.stage_path
+
+    @property
+    def stage_dir(self) -> str:
+        return self.stage_path.rpartition("/")[0]
+
+    @property
+    def stage_name(self) -> str:
+        return self.stage_path.rpartition("/")[2]
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
+class PipelineRunQuerySet(models.QuerySet):  # type: ignore[type-arg]
+    def active(self) -> PipelineRunQuerySet:
+        return self.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+
+
+class PipelineRun(models.Model):
+    tpa = models.ForeignKey(Tpa, on_delete=models.PROTECT, related_name="runs")
+    files = models.ManyToManyField(IngestionFile, related_name="runs", blank=True)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    error = models.TextField(blank=True)
+    triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    task_id = models.CharField(max_length=64, blank=True)
+    # The mapping fragments the silver step used, for the record.
+    mapping_snapshot = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PipelineRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.tpa_id} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+    def get_absolute_url(self) -> str:
+        return reverse("tpa:run", args=[self.tpa.code, self.pk])
+
+
+class Step(models.TextChoices):
+    BRONZE = "bronze", "bronze: load files"
+    SILVER = "silver", "silver: apply mappings"
+    GOLD = "gold", "gold: refresh aggregates"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    SKIPPED = "skipped", "skipped"
+
+
+class PipelineStep(models.Model):
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=10, choices=Step.choices)
+    position = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=StepStatus.choices, default=StepStatus.PENDING)
+    rows = models.BigIntegerField(null=True, blank=True)
+    query_ids = models.JSONField(default=list, blank=True)
+    detail = models.JSONField(default=dict, blank=True, help_text="What each procedure call returned.")
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="tpa_step_once_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+# --- who may do what -------------------------------------------------------------------------
+
+
+class Access(models.IntegerChoices):
+    """What a user may do with TPAs: each level includes the ones before it."""
+
+    NONE = 0
+    VIEW = 1  # see TPAs, files, runs and previews
+    OPERATE = 2  # upload files and start runs
+    EDIT = 3  # edit field mappings (staff)
+
+
+async def access_for(user: Any) -> Access:
+    """Staff operate and edit; `tpa.operate_tpa` operates; `tpa.view_tpa` only looks."""
+    if not (user.is_authenticated and user.is_active):
+        return Access.NONE
+    if user.is_staff:
+        return Access.EDIT
+    if await user.ahas_perm("tpa.operate_tpa"):
+        return Access.OPERATE
+    if await user.ahas_perm("tpa.view_tpa"):
+        return Access.VIEW
+    return Access.NONE

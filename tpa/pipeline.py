@@ -1,0 +1,190 @@
+"""Pipeline runs: start one (record it, enqueue the task), and execute it step by step.
+
+A run processes the TPA's pending files through three procedures: BRONZE.LOAD_FILE per
+file, SILVER.APPLY_MAPPINGS per file, then GOLD.REFRESH_TPA once. Each step records its
+state, rows, Snowflake query ids and times as it goes, so the run page shows progress. A
+failing call marks its step failed with the database's message, the files failed, and
+the later steps skipped; earlier steps stay as they were. Every procedure is idempotent
+(load history, MERGE on the claim key, delete-and-insert per TPA), so re-running after a
+fix gives the same rows as a clean run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from project.sources import SourceError
+from tpa import snowflake
+from tpa.cache import master_data
+from tpa.mapping import MappingError, silver_fragments
+from tpa.models import (
+    FileStatus,
+    IngestionFile,
+    PipelineRun,
+    PipelineStep,
+    RunStatus,
+    Step,
+    StepStatus,
+    Tpa,
+)
+from tpa.staging import Refused
+
+logger = logging.getLogger(__name__)
+
+
+class StepFailed(Exception):
+    pass
+
+
+async def start_run(tpa: Tpa, user: Any, *, enqueue: bool = True) -> PipelineRun:
+    """Create a run over the TPA's pending files and enqueue it; Refused when there is nothing to do."""
+    if not tpa.active:
+        raise Refused(f"{tpa.code} is inactive.", status=409)
+    if active := await PipelineRun.objects.active().filter(tpa=tpa).afirst():
+        raise Refused(f"Run {active.pk} of {tpa.code} is {active.status}; wait for it to finish.", status=409)
+    files = [f async for f in IngestionFile.objects.pending().filter(tpa=tpa).order_by("uploaded_at", "id")]
+    if not files:
+        raise Refused(f"{tpa.code} has no files waiting: upload one first.", status=409)
+    run = await PipelineRun.objects.acreate(
+        tpa=tpa, triggered_by=user if getattr(user, "is_authenticated", False) else None
+    )
+    await run.files.aset(files)
+    await PipelineStep.objects.abulk_create(
+        [PipelineStep(run=run, name=step, position=n) for n, step in enumerate(Step.values)]
+    )
+    await IngestionFile.objects.filter(pk__in=[f.pk for f in files]).aupdate(
+        status=FileStatus.QUEUED, error="", updated_at=timezone.now()
+    )
+    if enqueue:
+        from tpa.tasks import run_pipeline
+
+        result = await run_pipeline.aenqueue(run.pk)
+        run.task_id = str(result.id)
+        await run.asave(update_fields=["task_id"])
+    return run
+
+
+async def load_run(run_id: int) -> PipelineRun:
+    """A run with its TPA, steps and files, for pages and the API (three queries)."""
+    return await PipelineRun.objects.select_related("tpa", "triggered_by").prefetch_related(
+        Prefetch("steps", queryset=PipelineStep.objects.order_by("position")),
+        Prefetch("files", queryset=IngestionFile.objects.order_by("uploaded_at", "id")),
+    ).aget(pk=run_id)
+
+
+async def execute_run(run_id: int) -> PipelineRun:
+    """Run the three steps of a queued run, recording each one. Returns the finished run."""
+    run = await load_run(run_id)
+    if run.finished:
+        return run
+    tpa = run.tpa
+    steps = {step.name: step for step in run.steps.all()}
+    files = list(run.files.all())
+    run.status, run.started_at = RunStatus.RUNNING, timezone.now()
+    await run.asave(update_fields=["status", "started_at"])
+    try:
+        await _step(steps[Step.BRONZE], _bronze(files))
+        await _step(steps[Step.SILVER], _silver(run, tpa, files))
+        await _step(steps[Step.GOLD], _gold(tpa, files))
+    except StepFailed as exc:
+        run.status, run.error = RunStatus.FAILED, str(exc)
+        for step in steps.values():
+            if step.status == StepStatus.PENDING:
+                step.status = StepStatus.SKIPPED
+                await step.asave(update_fields=["status"])
+        for file in files:
+            if file.status != FileStatus.FAILED:
+                file.status, file.error = FileStatus.FAILED, str(exc)
+                await file.asave(update_fields=["status", "error", "updated_at"])
+    else:
+        run.status = RunStatus.SUCCEEDED
+    run.finished_at = timezone.now()
+    await run.asave(update_fields=["status", "error", "finished_at", "mapping_snapshot"])
+    return run
+
+
+async def _step(step: PipelineStep, work: Any) -> None:
+    """Run one step's coroutine, which yields (rows, query_id, detail) per procedure call."""
+    step.status, step.started_at, step.rows, step.query_ids, step.detail = StepStatus.RUNNING, timezone.now(), 0, [], {}
+    await step.asave()
+    try:
+        async for rows, query_id, key, detail in work:
+            step.rows = (step.rows or 0) + rows
+            step.query_ids = [*step.query_ids, query_id]
+            step.detail = {**step.detail, key: detail}
+            await step.asave(update_fields=["rows", "query_ids", "detail"])
+    except (SourceError, MappingError) as exc:
+        message = exc.message if isinstance(exc, SourceError) else f"Mapping error: {exc}"
+        step.status, step.error, step.finished_at = StepStatus.FAILED, message, timezone.now()
+        await step.asave(update_fields=["status", "error", "finished_at"])
+        raise StepFailed(f"{step.name} failed: {message}") from exc
+    except (Exception, asyncio.CancelledError) as exc:
+        logger.exception("step %s of run %s crashed", step.name, step.run_id)
+        step.status, step.error, step.finished_at = StepStatus.FAILED, f"{type(exc).__name__}: {exc}", timezone.now()
+        await step.asave(update_fields=["status", "error", "finished_at"])
+        raise StepFailed(f"{step.name} failed: {step.error}") from exc
+    step.status, step.finished_at = StepStatus.SUCCEEDED, timezone.now()
+    await step.asave(update_fields=["status", "finished_at"])
+
+
+async def _set_status(file: IngestionFile, status: FileStatus, error: str = "") -> None:
+    file.status, file.error = status, error
+    await file.asave(update_fields=["status", "error", "updated_at"])
+
+
+async def _bronze(files: list[IngestionFile]):  # type: ignore[no-untyped-def]
+    for file in files:
+        await _set_status(file, FileStatus.LOADING)
+        try:
+            result = await snowflake.call(snowflake.BRONZE_PROCEDURE, file.stage_dir, file.stage_name)
+        except SourceError as exc:
+            await _set_status(file, FileStatus.FAILED, exc.message)
+            raise
+        await _set_status(file, FileStatus.LOADED)
+        yield int(result.value.get("rows") or 0), result.query_id, file.stage_path, result.value
+
+
+async def _silver(run: PipelineRun, tpa: Tpa, files: list[IngestionFile]):  # type: ignore[no-untyped-def]
+    master = await master_data(tpa.code)
+    for file in files:
+        try:
+            fragments = silver_fragments(master, file.columns)
+            run.mapping_snapshot = {**run.mapping_snapshot, file.stage_path: fragments.as_dict()}
+            result = await snowflake.call(
+                snowflake.SILVER_PROCEDURE,
+                tpa.code,
+                file.stage_path,
+                fragments.target_table,
+                fragments.key_column,
+                fragments.select_list,
+                fragments.update_list,
+                fragments.insert_columns,
+                fragments.insert_values,
+            )
+        except (SourceError, MappingError) as exc:
+            await _set_status(file, FileStatus.FAILED, getattr(exc, "message", str(exc)))
+            raise
+        yield int(result.value.get("merged") or 0), result.query_id, file.stage_path, result.value
+
+
+async def _gold(tpa: Tpa, files: list[IngestionFile]):  # type: ignore[no-untyped-def]
+    result = await snowflake.call(snowflake.GOLD_PROCEDURE, tpa.code)
+    for file in files:
+        await _set_status(file, FileStatus.TRANSFORMED)
+    yield int(result.value.get("monthly") or 0), result.query_id, tpa.code, result.value
+
+
+async def wait_for(run_id: int, timeout: float, interval: float = 0.25) -> PipelineRun:
+    """The run once it finished, or as it is when `timeout` seconds passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        run = await load_run(run_id)
+        if run.finished or loop.time() >= deadline:
+            return run
+        await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Prefetch
+from django.forms import modelformset_factory
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from project.sources import SourceError
+from tpa import snowflake, uploads
+from tpa.cache import master_data, tpa_list
+from tpa.forms import FieldMappingForm, FieldMappingFormSet
+from tpa.models import Access, FieldMapping, FileStatus, IngestionFile, PipelineRun, PipelineStep, Tpa, access_for
+from tpa.pipeline import load_run, start_run
+from tpa.staging import Refused
+
+
+async def _tpa(request: HttpRequest, code: str, need: Access = Access.VIEW) -> tuple[Tpa, Access]:
+    """The TPA at this URL if the user may see it (else 404), and may do `need` (else 403)."""
+    access = await access_for(await request.auser())
+    if access < Access.VIEW:
+        raise Http404("No such TPA.")
+    try:
+        tpa = await Tpa.objects.select_related("target_schema").aget(code=code)
+    except Tpa.DoesNotExist:
+        raise Http404("No such TPA.") from None
+    if access < need:
+        raise PermissionDenied("Only TPA operators may do this.")
+    return tpa, access
+
+
+@require_GET
+async def tpa_index(request: HttpRequest) -> HttpResponse:
+    access = await access_for(await request.auser())
+    if access < Access.VIEW:
+        raise PermissionDenied("You have no access to TPAs.")
+    counts: dict[str, dict[str, int]] = {}
+    async for row in IngestionFile.objects.values("tpa__code", "status").annotate(n=Count("id")):
+        counts.setdefault(row["tpa__code"], {})[row["status"]] = row["n"]
+    waiting = (FileStatus.UPLOADED, FileStatus.QUEUED, FileStatus.LOADING, FileStatus.LOADED)
+    rows = [
+        (tpa, counts.get(tpa.code, {}), sum(counts.get(tpa.code, {}).get(s, 0) for s in waiting))
+        for tpa in await tpa_list()
+    ]
+    return render(request, "tpa/list.html", {"rows": rows, "statuses": FileStatus, "access": access})
+
+
+async def _panel(coro: Any) -> Any:
+    """A panel's result, or its error: one slow or failing panel never sinks the page."""
+    try:
+        return await coro
+    except (SourceError, ValueError) as exc:
+        return {"error": getattr(exc, "message", str(exc))}
+
+
+def _page(request: HttpRequest, name: str) -> int:
+    try:
+        return max(1, int(request.GET.get(name, "1")))
+    except ValueError:
+        return 1
+
+
+@require_GET
+async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
+    tpa, access = await _tpa(request, code)
+    master = await master_data(tpa.code)
+    files = [f async for f in tpa.files.select_related("uploaded_by")[:50]]
+    runs = [
+        r
+        async for r in tpa.runs.select_related("triggered_by").prefetch_related(
+            Prefetch("steps", queryset=PipelineStep.objects.order_by("position"))
+        )[:10]
+    ]
+    columns = files[0].columns if files else master.source_columns
+    options = {"bronze_columns": columns, "silver_table": master.table_name}
+    async with asyncio.TaskGroup() as group:
+        staged = group.create_task(_panel(snowflake.list_stage(f"{tpa.stage_prefix}/")))
+        previews = {
+            layer: group.create_task(_panel(snowflake.preview(layer, tpa.code, _page(request, layer), **options)))
+            for layer in ("bronze", "silver", "gold")
+        }
+    return render(
+        request,
+        "tpa/detail.html",
+        {
+            "tpa": tpa,
+            "access": access,
+            "master": master,
+            "files": files,
+            "runs": runs,
+            "staged": staged.result(),
+            "previews": {layer: task.result() for layer, task in previews.items()},
+            "max_upload_mib": uploads.max_upload_bytes() / 2**20,
+            "can_operate": access >= Access.OPERATE,
+        },
+    )
+
+
+@require_POST
+async def tpa_upload(request: HttpRequest, code: str) -> HttpResponse:
+    tpa, _ = await _tpa(request, code, Access.OPERATE)
+    uploaded = (await sync_to_async(lambda: request.FILES)()).get("file")
+    if uploaded is None:
+        messages.error(request, "Choose a CSV file to upload.")
+    else:
+        try:
+            file = await uploads.upload(tpa, uploaded.name or "", uploaded.chunks(), request.user)
+        except Refused as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Staged {file.stage_path}: {file.row_count} rows. Start a run to load it.")
+    return HttpResponseRedirect(tpa.get_absolute_url())
+
+
+@require_POST
+async def run_start(request: HttpRequest, code: str) -> HttpResponse:
+    tpa, _ = await _tpa(request, code, Access.OPERATE)
+    try:
+        run = await start_run(tpa, request.user)
+    except Refused as exc:
+        messages.error(request, exc.message)
+        return HttpResponseRedirect(tpa.get_absolute_url())
+    return HttpResponseRedirect(reverse("tpa:run", args=[tpa.code, run.pk]), status=303)
+
+
+async def _run(request: HttpRequest, code: str, run_id: int) -> tuple[PipelineRun, Access]:
+    tpa, access = await _tpa(request, code)
+    try:
+        run = await load_run(run_id)
+    except PipelineRun.DoesNotExist:
+        raise Http404("No such run.") from None
+    if run.tpa_id != tpa.pk:
+        raise Http404("No such run.")
+    return run, access
+
+
+@require_GET
+async def run_detail(request: HttpRequest, code: str, run_id: int) -> HttpResponse:
+    run, access = await _run(request, code, run_id)
+    return render(request, "tpa/run.html", {"run": run, "tpa": run.tpa, "access": access})
+
+
+@require_GET
+async def run_steps(request: HttpRequest, code: str, run_id: int) -> HttpResponse:
+    """The part of the run page that polls (static/tpa/poll.js) until the run finishes."""
+    run, _ = await _run(request, code, run_id)
+    return render(request, "tpa/_run_steps.html", {"run": run, "tpa": run.tpa})
+
+
+@require_GET
+async def processing_queue(request: HttpRequest) -> HttpResponse:
+    access = await access_for(await request.auser())
+    if access < Access.VIEW:
+        raise PermissionDenied("You have no access to TPAs.")
+    status = request.GET.get("status", "")
+    files = IngestionFile.objects.select_related("tpa", "uploaded_by").order_by("-updated_at")
+    if status in FileStatus.values:
+        files = files.filter(status=status)
+    runs = PipelineRun.objects.active().select_related("tpa", "triggered_by").order_by("created_at")
+    return render(
+        request,
+        "tpa/queue.html",
+        {
+            "files": [f async for f in files[:200]],
+            "runs": [r async for r in runs],
+            "status": status,
+            "statuses": FileStatus.choices,
+        },
+    )
+
+
+MappingFormSet = modelformset_factory(
+    FieldMapping, form=FieldMappingForm, formset=FieldMappingFormSet, extra=2, can_delete=True
+)
+
+
+@require_http_methods(["GET", "POST"])
+async def edit_mappings(request: HttpRequest, code: str) -> HttpResponse:
+    tpa, _ = await _tpa(request, code, Access.EDIT)
+
+    def handle() -> HttpResponse | None:
+        # Forms read the database while validating and rendering: all of it in one thread.
+        queryset = FieldMapping.objects.filter(tpa=tpa, target_schema=tpa.target_schema).order_by("id")
+        kwargs = {"queryset": queryset, "form_kwargs": {"tpa": tpa}}
+        formset = MappingFormSet(request.POST, **kwargs) if request.method == "POST" else MappingFormSet(**kwargs)
+        if request.method == "POST" and formset.is_valid():
+            formset.save()
+            return None
+        return render(request, "tpa/mappings.html", {"tpa": tpa, "formset": formset})
+
+    if (response := await sync_to_async(handle)()) is not None:
+        return response
+    messages.success(request, "Mappings saved. The next run uses them.")
+    return HttpResponseRedirect(reverse("tpa:mappings", args=[tpa.code]))
