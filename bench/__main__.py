@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench import sources
+from bench import pipeline, sources
 from bench.table import print_table
 
-BENCHMARKS = [sources]
+BENCHMARKS = [sources, pipeline]
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import warnings
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    # fakesnow sets its own logger to INFO (a line per login and upload) whatever uvicorn says.
+    logging.getLogger("fakesnow.server").setLevel(args.log_level.upper())
     signal.signal(signal.SIGINT, _exit_quietly)
     signal.signal(signal.SIGTERM, _exit_quietly)
     EmulatorServer(config, announce=True).run()
