@@ -12,10 +12,18 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from project.sources.base import QueryResult, Source, placeholder_names
-from project.sources.errors import ParameterError, QueryError, SourceError, SourceTimeout, SourceUnavailable
+from project.sources.errors import (
+    ParameterError,
+    QueryCancelled,
+    QueryError,
+    SourceError,
+    SourceTimeout,
+    SourceUnavailable,
+)
 
 __all__ = [
     "ParameterError",
+    "QueryCancelled",
     "QueryError",
     "QueryResult",
     "Source",

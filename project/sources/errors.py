@@ -36,6 +36,16 @@ class SourceTimeout(SourceError):
         self.seconds = seconds
 
 
+class QueryCancelled(SourceError):
+    """Someone cancelled the statement before its deadline (staff, from the operations page)."""
+
+    http_status = 409
+    kind = "cancelled"
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source, "cancelled before it finished")
+
+
 class SourceUnavailable(SourceError):
     """The source could not be reached (down, refused, pool exhausted, login failed)."""
 

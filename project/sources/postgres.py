@@ -23,8 +23,9 @@ from psycopg import sql as pgsql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from project.metrics import POOL_IN_USE, POOL_SIZE, POOL_WAITING, track_call
+from project.sources import inflight
 from project.sources.base import Params, QueryResult, check_params
-from project.sources.errors import QueryError, SourceTimeout, SourceUnavailable
+from project.sources.errors import QueryCancelled, QueryError, SourceTimeout, SourceUnavailable
 
 
 def conninfo_for(config: dict[str, Any]) -> str:
@@ -103,7 +104,7 @@ class PostgresSource:
         bound = check_params(self.name, sql, params)
         async with track_call(self.name, "query"):
             start = time.perf_counter()
-            async with self._connection(timeout, read_only) as conn:
+            async with self._connection(sql, timeout, read_only) as conn:
                 async with conn.cursor() as cur:
                     await cur.execute(sql, bound)
                     columns = [column.name for column in cur.description or []]
@@ -128,7 +129,7 @@ class PostgresSource:
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         bound = check_params(self.name, sql, params)
         async with track_call(self.name, "stream"):
-            async with self._connection(timeout, read_only=True) as conn:
+            async with self._connection(sql, timeout, read_only=True) as conn:
                 async with conn.cursor(name="fanout_stream") as cur:
                     await cur.execute(sql, bound)
                     columns = [column.name for column in cur.description or []]
@@ -136,7 +137,9 @@ class PostgresSource:
                         yield columns, [tuple(row) for row in batch]
 
     @asynccontextmanager
-    async def _connection(self, timeout: float, read_only: bool) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(
+        self, sql: str, timeout: float, read_only: bool
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection in a transaction that is always rolled back, under one deadline.
 
         Whatever goes wrong leaves as one of the typed errors of `project.sources.errors`.
@@ -159,7 +162,14 @@ class PostgresSource:
                         await conn.execute(
                             pgsql.SQL("SET LOCAL statement_timeout = {}").format(pgsql.Literal(int(timeout * 1000)))
                         )
-                        yield conn
+                        running = inflight.start(
+                            self.name, self.kind, sql, timeout, backend_pid=conn.info.backend_pid
+                        )
+                        await inflight.publish(running)
+                        try:
+                            yield conn
+                        finally:
+                            await inflight.finish(running)
                 except BaseException as exc:
                     await connection.__aexit__(type(exc), exc, exc.__traceback__)
                     raise
@@ -170,7 +180,9 @@ class PostgresSource:
         except TimeoutError as exc:
             raise SourceTimeout(self.name, timeout) from exc
         except psycopg.errors.QueryCanceled as exc:
-            raise SourceTimeout(self.name, timeout) from exc
+            if "statement timeout" in str(exc):
+                raise SourceTimeout(self.name, timeout) from exc
+            raise QueryCancelled(self.name) from exc
         except PoolTimeout as exc:
             raise SourceUnavailable(self.name, f"all connections busy or failing for {self.config['pool_timeout']:g} s") from exc
         except psycopg.OperationalError as exc:
@@ -179,6 +191,10 @@ class PostgresSource:
             raise QueryError(self.name, "report queries are read-only: " + _diag(exc)) from exc
         except psycopg.Error as exc:
             raise QueryError(self.name, _diag(exc)) from exc
+
+    async def cancel(self, running: inflight.Running) -> None:
+        """Cancel a statement on the server by its backend pid, from any process."""
+        await self.execute("SELECT pg_cancel_backend(%(pid)s)", {"pid": running.backend_pid}, timeout=10)
 
     async def ping(self) -> float:
         result = await self.execute("SELECT 1", timeout=5)

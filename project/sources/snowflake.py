@@ -17,6 +17,7 @@ import queue
 import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from project.metrics import POOL_IN_USE, POOL_SIZE, POOL_WAITING, track_call
+from project.sources import inflight
 from project.sources.base import Params, QueryResult, to_qmark
-from project.sources.errors import QueryError, SourceError, SourceTimeout, SourceUnavailable
+from project.sources.errors import QueryCancelled, QueryError, SourceError, SourceTimeout, SourceUnavailable
 
 T = TypeVar("T")
 
@@ -122,11 +124,19 @@ class SnowflakeSource:
 
     # --- running a call on the executor ---------------------------------------------------
 
-    async def _run(self, operation: str, timeout: float, read_only: bool, work: Callable[[Any, float], T]) -> T:
-        """Run `work(cursor, seconds_left)` on a pooled connection, within `timeout`."""
+    async def _run(
+        self, operation: str, sql: str, timeout: float, read_only: bool, work: Callable[[Any, float, dict[str, Any]], T]
+    ) -> T:
+        """Run `work(cursor, seconds_left, execute_kwargs)` on a pooled connection, within `timeout`.
+
+        `execute_kwargs` carry the request id Fanout chose for the statement, so staff can
+        cancel it from any process (see project.sources.inflight).
+        """
         deadline = time.monotonic() + timeout
         call = _Call()
         role = self._role(read_only)
+        request_id = str(uuid.uuid4())
+        execute_kwargs = {"_statement_params": {"requestId": request_id}}
 
         def in_thread() -> T:
             with call.lock:
@@ -147,14 +157,14 @@ class SnowflakeSource:
                     healthy = True
                     raise SourceTimeout(self.name, timeout)
                 with conn.cursor() as cursor:
-                    result = work(cursor, left)
+                    result = work(cursor, left, execute_kwargs)
                 healthy = True
                 return result
             except sf_errors.ProgrammingError as exc:
                 healthy = True  # the statement failed, the session is fine
-                raise self._translate(exc, timeout) from exc
+                raise self._translate(exc, timeout, deadline) from exc
             except sf_errors.Error as exc:
-                raise self._translate(exc, timeout) from exc
+                raise self._translate(exc, timeout, deadline) from exc
             finally:
                 if not call.connecting:
                     self._checkin(role, conn, healthy)
@@ -162,6 +172,8 @@ class SnowflakeSource:
                     self._in_use -= 1
                 POOL_IN_USE.labels(self.name).dec()
 
+        running = inflight.start(self.name, self.kind, sql, timeout, request_id=request_id)
+        await inflight.publish(running)
         POOL_WAITING.labels(self.name).inc()
         async with track_call(self.name, operation):
             try:
@@ -183,10 +195,24 @@ class SnowflakeSource:
                         call.abandoned = True
                         POOL_WAITING.labels(self.name).dec()
                 raise
+            finally:
+                await inflight.finish(running)
 
-    def _translate(self, exc: sf_errors.Error, timeout: float) -> SourceError:
+    async def cancel(self, running: inflight.Running) -> None:
+        """Abort a statement on the server by its request id, from any process."""
+
+        def abort(cursor: Any, left: float, execute_kwargs: dict[str, Any]) -> None:
+            # The connector's own timeout path (SnowflakeCursor.__cancel_query) makes this call.
+            cursor.connection._cancel_query(running.sql, running.request_id)
+
+        await self._run("cancel", "-- cancel", 10, False, abort)
+
+    def _translate(self, exc: sf_errors.Error, timeout: float, deadline: float) -> SourceError:
         message = (getattr(exc, "msg", None) or str(exc)).strip()
         if exc.errno == CANCELLED:
+            # Cancelled well before the deadline: someone aborted it, not the timer.
+            if deadline - time.monotonic() > 0.5:
+                return QueryCancelled(self.name)
             return SourceTimeout(self.name, timeout)
         if isinstance(exc, sf_errors.ProgrammingError):
             return QueryError(self.name, message)
@@ -211,9 +237,9 @@ class SnowflakeSource:
         if read_only and keyword not in READ_ONLY_KEYWORDS:
             raise QueryError(self.name, "report queries are read-only: only SELECT, WITH, SHOW and DESCRIBE may run")
 
-        def work(cursor: Any, left: float) -> QueryResult:
+        def work(cursor: Any, left: float, execute_kwargs: dict[str, Any]) -> QueryResult:
             start = time.perf_counter()
-            kwargs: dict[str, Any] = {"timeout": max(1, int(left + 0.999))}
+            kwargs: dict[str, Any] = {"timeout": max(1, int(left + 0.999)), **execute_kwargs}
             if file_stream is not None:
                 kwargs["file_stream"] = file_stream
             cursor.execute(statement, values or None, **kwargs)
@@ -230,7 +256,7 @@ class SnowflakeSource:
                 truncated=len(rows) > max_rows,
             )
 
-        return await self._run("query" if read_only else "statement", timeout, read_only, work)
+        return await self._run("query" if read_only else "statement", sql, timeout, read_only, work)
 
     async def stream(
         self, sql: str, params: Params | None = None, *, timeout: float | None = None, batch_size: int = 5000
@@ -252,9 +278,9 @@ class SnowflakeSource:
                 except queue.Full:
                     continue
 
-        def work(cursor: Any, left: float) -> None:
+        def work(cursor: Any, left: float, execute_kwargs: dict[str, Any]) -> None:
             try:
-                cursor.execute(statement, values or None, timeout=max(1, int(left + 0.999)))
+                cursor.execute(statement, values or None, timeout=max(1, int(left + 0.999)), **execute_kwargs)
                 columns = [column.name for column in cursor.description or []]
                 while not stop.is_set() and (rows := cursor.fetchmany(batch_size)):
                     offer((columns, [tuple(row) for row in rows]))
@@ -267,7 +293,7 @@ class SnowflakeSource:
             except queue.Full:
                 pass  # the reader has batches to read and then the None the worker put
 
-        task = asyncio.ensure_future(self._run("stream", timeout, True, work))
+        task = asyncio.ensure_future(self._run("stream", sql, timeout, True, work))
         # If the call fails before `work` starts, nothing else would wake the reader.
         task.add_done_callback(release_reader)
         try:
