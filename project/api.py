@@ -1,23 +1,32 @@
 """The JSON API: one NinjaAPI (OpenAPI document at /api/openapi.json, docs at /api/docs).
 
-Each app adds its router here. Authentication is the Django session (with CSRF on
-unsafe methods); API clients get 401 instead of the login redirect pages get.
+Each app adds its router here. Authentication is a bearer token (OAuth 2.0 introspection,
+project.tokens) or the Django session (with CSRF on unsafe methods); API clients get 401
+instead of the login redirect pages get.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver
 from ninja import NinjaAPI
+from ninja.errors import HttpError
 from ninja.security import django_auth
 
+from project import cache
+from project.models import CacheControl
+from project.ratelimit import RateLimited, acheck, wants_fresh
 from project.sources import SourceError
+from project.tokens import AuthServerUnavailable, bearer
 
 api = NinjaAPI(
     title="Fanout API",
     version="1",
     description="Reports whose panels run in parallel, and the TPA pipeline.",
-    auth=django_auth,
+    auth=[bearer, django_auth],
     urls_namespace="api",
 )
 
@@ -25,6 +34,81 @@ api = NinjaAPI(
 @api.exception_handler(SourceError)
 def source_error(request: HttpRequest, exc: SourceError) -> HttpResponse:
     return api.create_response(request, {"detail": exc.message, "error": exc.as_dict()}, status=exc.http_status)
+
+
+@api.exception_handler(AuthServerUnavailable)
+def auth_server_unavailable(request: HttpRequest, exc: AuthServerUnavailable) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.message}, status=exc.http_status)
+
+
+@api.exception_handler(RateLimited)
+def rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+    response = api.create_response(request, {"detail": exc.message, "retry_after": exc.retry_after}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(cache.NoWarmer)
+def no_warmer(request: HttpRequest, exc: cache.NoWarmer) -> HttpResponse:
+    return api.create_response(request, {"detail": f"{exc}; the app that owns it has not loaded."}, status=503)
+
+
+# --- Who am I, caches, master data -------------------------------------------------------
+
+
+@api.get("/me", tags=["account"], summary="The signed-in user (session or bearer token)")
+async def me(request: HttpRequest) -> dict[str, Any]:
+    user = request.auth  # type: ignore[attr-defined]
+    groups = [name async for name in user.groups.order_by("name").values_list("name", flat=True)]
+    return {"username": user.get_username(), "is_staff": user.is_staff, "groups": groups}
+
+
+async def _require_cache_control(request: HttpRequest) -> None:
+    if not await CacheControl.auser_can_control(request.auth):  # type: ignore[attr-defined]
+        raise HttpError(403, "Only staff with the cache control permission may do this.")
+
+
+def _known(namespace: str) -> str:
+    if namespace not in cache.namespaces():
+        raise HttpError(404, f"No cache namespace {namespace!r}; known: {', '.join(cache.namespaces())}.")
+    return namespace
+
+
+@api.get("/cache", tags=["cache"], summary="Every cache namespace: TTL, keys, hits, misses, ages, last load")
+async def cache_status(request: HttpRequest) -> dict[str, Any]:
+    from asgiref.sync import sync_to_async
+
+    await _require_cache_control(request)
+    rows = await sync_to_async(cache.status, thread_sensitive=False)()
+    return {"namespaces": [row.as_dict() for row in rows]}
+
+
+@api.post("/cache/{namespace}/invalidate", tags=["cache"], summary="Make every process reload the namespace")
+async def cache_invalidate(request: HttpRequest, namespace: str) -> dict[str, Any]:
+    await _require_cache_control(request)
+    generation = await cache.ainvalidate(_known(namespace))
+    await CacheControl.arecord(request.auth, namespace, f"Invalidated through the API (generation {generation}).")  # type: ignore[attr-defined]
+    return {"namespace": namespace, "generation": generation}
+
+
+@api.get("/master-data", tags=["cache"], summary="Master data, cached; ?fresh=1 reloads it (rate-limited)")
+async def master_data(request: HttpRequest) -> dict[str, Any]:
+    fresh = wants_fresh(request)
+    if fresh:
+        await acheck(request, "fresh")
+    entry = await cache.load_registered("master-data", fresh=fresh)
+    return {"data": _plain(entry.value), "cached": entry.hit, "age": round(entry.age, 3), "loaded_at": entry.stored_at}
+
+
+def _plain(value: Any) -> Any:
+    """Cached values are often frozen dataclasses, which the JSON renderer does not know."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _routers() -> None:

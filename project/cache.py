@@ -11,14 +11,22 @@ a read costs one cache round trip. Concurrent misses for one key load once: insi
 process they share one future, across processes one wins a short `add` lock and the
 others wait for its result (falling back to loading themselves if it never comes).
 A cache that is down counts as a miss: the page still loads, only slower.
+
+Hits, misses and loads are also counted in the cache itself (`stats:<namespace>:<field>`),
+so the admin sees every process's figures. The hot path only bumps an in-process counter;
+the counts reach the cache every CACHE_STATS_FLUSH_SECONDS from a background thread, and at
+exit. Apps register a warmer per namespace (`register_warmer`) so the admin, the API and
+`manage.py cache_warm` can reload it on demand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import json
 import logging
+import threading
 import time
 import weakref
 from collections import defaultdict
@@ -114,12 +122,15 @@ async def load(
         age = time.time() - cached["t"]
         if age <= ttl:
             stats.hits += 1
+            _count(namespace, "hits")
             return Entry(cached["v"], cached["t"], hit=True)
         if age <= ttl + stale_while_revalidate:
             stats.hits += 1
+            _count(namespace, "hits")
             _refresh_in_background(namespace, full_key, generation, loader, ttl, stale_while_revalidate)
             return Entry(cached["v"], cached["t"], hit=True, stale=True)
     stats.misses += 1
+    _count(namespace, "misses")
     return await _single_flight(namespace, full_key, generation, loader, ttl, stale_while_revalidate, fresh)
 
 
@@ -209,6 +220,7 @@ async def _load_and_store(
     value = await loader()
     stored_at = time.time()
     stats.loads += 1
+    _count(namespace, "loads")
     stats.last_load_at = stored_at
     stats.last_load_seconds = time.perf_counter() - started
     stats.keys.add(full_key)
@@ -271,3 +283,230 @@ async def ainvalidate(namespace: str) -> int:
 def generation(namespace: str) -> int:
     _check(namespace)
     return int(cache.get(_generation_key(namespace)) or 0)
+
+
+def clear(namespace: str) -> int:
+    """Invalidate the namespace and delete its stored entries where the backend can list
+    them (Redis). Returns the number of entries deleted."""
+    invalidate(namespace)
+    if not hasattr(cache, "delete_pattern"):
+        return 0  # LocMem: the old generation's entries expire with their TTL
+    return int(cache.delete_pattern(f"{namespace}:*") or 0)
+
+
+def flush_all() -> int:
+    """`clear` every namespace; other cache users (sessions, rate-limit counters) are kept."""
+    return sum(clear(namespace) for namespace in namespaces())
+
+
+# --- Warmers ------------------------------------------------------------------------------
+
+
+class NoWarmer(LookupError):
+    def __init__(self, namespace: str) -> None:
+        super().__init__(f"no warmer is registered for the cache namespace {namespace!r}")
+        self.namespace = namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Warmer:
+    loader: Callable[[], Awaitable[Any]]
+    key: Any
+
+
+_warmers: dict[str, Warmer] = {}
+
+
+def register_warmer(namespace: str, loader: Callable[[], Awaitable[Any]], *, key: Any = "all") -> None:
+    """Make `loader` the way to fill `namespace` (under `key`) on demand.
+
+    Call it from an AppConfig.ready(); read the same value in views with
+    `await load_registered(namespace)`, so a warm fills exactly what views read.
+    """
+    _check(namespace)
+    _warmers[namespace] = Warmer(loader, key)
+
+
+def warmer(namespace: str) -> Warmer | None:
+    _check(namespace)
+    return _warmers.get(namespace)
+
+
+async def load_registered(namespace: str, *, fresh: bool = False) -> Entry[Any]:
+    """The namespace's value as its registered warmer loads it (cached). Raises NoWarmer."""
+    if (registered := warmer(namespace)) is None:
+        raise NoWarmer(namespace)
+    return await load(namespace, registered.key, registered.loader, fresh=fresh)
+
+
+async def warm(namespace: str) -> Entry[Any]:
+    """Reload the namespace now through its warmer (once, however many ask at once)."""
+    return await load_registered(namespace, fresh=True)
+
+
+# --- Counters shared across processes -------------------------------------------------------
+
+STAT_FIELDS = ("hits", "misses", "loads")
+_pending: defaultdict[tuple[str, str], int] = defaultdict(int)
+_pending_lock = threading.Lock()
+_last_flush = time.monotonic()
+_flushing = False
+
+
+def _stat_key(namespace: str, name: str) -> str:
+    return f"stats:{namespace}:{name}"
+
+
+def _count(namespace: str, name: str) -> None:
+    global _last_flush, _flushing
+    with _pending_lock:
+        _pending[(namespace, name)] += 1
+        due = not _flushing and time.monotonic() - _last_flush >= getattr(settings, "CACHE_STATS_FLUSH_SECONDS", 5.0)
+        if due:
+            _flushing = True
+            _last_flush = time.monotonic()
+    if due:
+        from asgiref.sync import sync_to_async
+
+        task = asyncio.ensure_future(sync_to_async(flush_stats, thread_sensitive=False)())
+        _background.add(task)
+        task.add_done_callback(_flush_done)
+
+
+def _flush_done(task: asyncio.Task[Any]) -> None:
+    global _flushing
+    _background.discard(task)
+    _flushing = False  # also when the loop ended before the flush ran (counts stay pending)
+
+
+def flush_stats() -> None:
+    """Add this process's pending counts to the shared counters (sync: call it in a thread)."""
+    global _pending, _flushing
+    with _pending_lock:
+        pending, _pending = _pending, defaultdict(int)
+    try:
+        for (namespace, name), n in pending.items():
+            key = _stat_key(namespace, name)
+            cache.add(key, 0, None)
+            try:
+                cache.incr(key, n)
+            except ValueError:  # evicted between add and incr
+                cache.set(key, n, None)
+    except Exception:
+        logger.warning("could not store cache counters", exc_info=True)
+    finally:
+        _flushing = False
+
+
+atexit.register(flush_stats)
+
+
+# --- Status, for the admin, the API and manage.py ------------------------------------------
+
+# Entries read to measure ages; a namespace with more keys is sampled.
+AGE_SAMPLE = 500
+
+
+@dataclass
+class NamespaceStatus:
+    namespace: str
+    backend: str
+    ttl: int
+    generation: int
+    hits: int
+    misses: int
+    loads: int
+    keys: int | None  # stored entries, all generations (None: the backend cannot list them)
+    current_keys: int | None  # of those, entries of the current generation (in the sample)
+    sampled: bool
+    oldest_age: float | None
+    newest_age: float | None
+    last_load_at: float | None
+    last_load_seconds: float | None
+    has_warmer: bool
+    note: str = ""
+
+    @property
+    def hit_ratio(self) -> float | None:
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "backend": self.backend,
+            "ttl": self.ttl,
+            "generation": self.generation,
+            "hits": self.hits,
+            "misses": self.misses,
+            "loads": self.loads,
+            "hit_ratio": self.hit_ratio,
+            "keys": self.keys,
+            "current_keys": self.current_keys,
+            "sampled": self.sampled,
+            "oldest_age": self.oldest_age,
+            "newest_age": self.newest_age,
+            "last_load_at": self.last_load_at,
+            "last_load_seconds": self.last_load_seconds,
+            "has_warmer": self.has_warmer,
+            "note": self.note,
+        }
+
+
+def can_list_keys() -> bool:
+    return hasattr(cache, "iter_keys")  # django-redis; LocMem keeps each process's keys to itself
+
+
+LOCMEM_NOTE = (
+    "Local-memory cache: every process has its own copy, so key counts and entry ages "
+    "are not visible here, and hits and misses are this process's only."
+)
+
+
+def status() -> list[NamespaceStatus]:
+    """Every namespace's figures, across processes where the backend allows (sync)."""
+    flush_stats()
+    names = list(namespaces())
+    shared_keys = [_generation_key(n) for n in names] + [f"meta:{n}" for n in names]
+    shared_keys += [_stat_key(n, field) for n in names for field in STAT_FIELDS]
+    shared = cache.get_many(shared_keys)
+    backend = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    listing = can_list_keys()
+    result = []
+    for name in names:
+        gen = int(shared.get(_generation_key(name)) or 0)
+        meta = shared.get(f"meta:{name}") or {}
+        row = NamespaceStatus(
+            namespace=name,
+            backend=backend,
+            ttl=settings.CACHE_TTLS[name],
+            generation=gen,
+            hits=int(shared.get(_stat_key(name, "hits")) or 0),
+            misses=int(shared.get(_stat_key(name, "misses")) or 0),
+            loads=int(shared.get(_stat_key(name, "loads")) or 0),
+            keys=None,
+            current_keys=None,
+            sampled=False,
+            oldest_age=None,
+            newest_age=None,
+            last_load_at=meta.get("last_load_at"),
+            last_load_seconds=meta.get("last_load_seconds"),
+            has_warmer=name in _warmers,
+            note="" if listing else LOCMEM_NOTE,
+        )
+        if listing:
+            _measure_entries(row)
+        result.append(row)
+    return result
+
+
+def _measure_entries(row: NamespaceStatus) -> None:
+    keys = list(cache.iter_keys(f"{row.namespace}:*"))
+    row.keys = len(keys)
+    row.sampled = len(keys) > AGE_SAMPLE
+    entries = cache.get_many(keys[:AGE_SAMPLE]).values() if keys else []
+    now = time.time()
+    ages = [now - e["t"] for e in entries if isinstance(e, dict) and e.get("g") == row.generation and "t" in e]
+    row.current_keys = len(ages)
+    if ages:
+        row.oldest_age, row.newest_age = max(ages), min(ages)

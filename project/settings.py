@@ -262,3 +262,47 @@ LOGGING = {
         "snowflake.connector": {"level": "WARNING"},
     },
 }
+
+# --- Tokens, rate limits (issue 5) ---------------------------------------------------------
+
+# Bearer tokens are checked by OAuth 2.0 introspection (RFC 7662). Without a URL, bearer
+# requests get 503 and sessions work as before. An active token is trusted until the
+# earlier of its `exp` and CACHE_TTLS["tokens"] (60 s); an inactive one for TOKEN_NEGATIVE_TTL.
+TOKEN_INTROSPECTION_URL = env.str("TOKEN_INTROSPECTION_URL", default="")
+TOKEN_CLIENT_ID = env.str("TOKEN_CLIENT_ID", default="")
+TOKEN_CLIENT_SECRET = secret("TOKEN_CLIENT_SECRET", "")
+TOKEN_INTROSPECTION_TIMEOUT = positive_float("TOKEN_INTROSPECTION_TIMEOUT", 5.0)
+TOKEN_NEGATIVE_TTL = positive_int("TOKEN_NEGATIVE_TTL", 10)
+# The claim naming the Django user (falls back to `sub`), and the one listing its groups.
+TOKEN_USERNAME_CLAIM = env.str("TOKEN_USERNAME_CLAIM", default="username")
+TOKEN_GROUPS_CLAIM = env.str("TOKEN_GROUPS_CLAIM", default="groups")
+
+
+def rate(name: str, default: str) -> str:
+    """A limit such as 30/m, 20/h or 100/10m (count / [n]s|m|h|d), checked here."""
+    import re
+
+    value = env.str(name, default=default)
+    if not re.fullmatch(r"[1-9]\d*/[1-9]?\d*[smhd]", value):
+        raise ImproperlyConfigured(f"{name} must look like 30/m, 20/h or 100/10m, not {value!r}.")
+    return value
+
+
+# Per user (per address when anonymous); counted in the cache, so shared across processes.
+RATE_LIMITS = {
+    "report-run": rate("RATE_LIMIT_REPORT_RUN", "30/m"),
+    "fresh": rate("RATE_LIMIT_FRESH", "10/m"),
+    "upload": rate("RATE_LIMIT_UPLOAD", "20/h"),
+    "pipeline-start": rate("RATE_LIMIT_PIPELINE_START", "10/h"),
+}
+
+# How often each process adds its cache hit/miss counts to the shared counters.
+CACHE_STATS_FLUSH_SECONDS = positive_float("CACHE_STATS_FLUSH_SECONDS", 5.0)
+
+# Pages accept a bearer token too (the API checks it itself as well).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+    "project.tokens.BearerTokenMiddleware",
+)
+if CACHE_TTLS["tokens"] > 60:
+    raise ImproperlyConfigured("CACHE_TTL_TOKENS must be at most 60: a revoked token stays trusted that long.")

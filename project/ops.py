@@ -1,0 +1,184 @@
+"""The operations page: what /metrics exports, read by a person.
+
+Per source and operation: calls, success rate, timeouts and p50/p95/p99 latency estimated
+from the histogram buckets (as Prometheus' histogram_quantile does); pool and executor use;
+cache hit ratios; the task queue. Figures come from the prometheus-client registry, so in
+multi-process mode (PROMETHEUS_MULTIPROC_DIR) they cover every worker, like /metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db.models import Count, Min
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.tasks import TaskResultStatus
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+from django_tasks_db.models import DBTaskResult
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
+from project import cache
+from project.auth import staff_required
+from project.models import CacheControl
+
+
+def human_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class OperationFigures:
+    source: str
+    operation: str
+    outcomes: dict[str, float] = field(default_factory=dict)
+    buckets: dict[float, float] = field(default_factory=dict)  # upper bound -> cumulative count
+    seconds_total: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return int(sum(self.outcomes.values()))
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.outcomes.get("ok", 0) / self.calls if self.calls else None
+
+    @property
+    def timeouts(self) -> int:
+        return int(self.outcomes.get("timeout", 0))
+
+    @property
+    def failures(self) -> dict[str, int]:
+        return {kind: int(n) for kind, n in sorted(self.outcomes.items()) if kind != "ok" and n}
+
+    def quantile(self, q: float) -> float | None:
+        """Linear interpolation inside the bucket holding the q-th observation; the largest
+        finite bound when it falls in +Inf (histogram_quantile's convention)."""
+        bounds = sorted(self.buckets)
+        if not bounds or not (total := self.buckets[bounds[-1]]):
+            return None
+        rank = q * total
+        lower, below = 0.0, 0.0
+        for bound in bounds:
+            count = self.buckets[bound]
+            if count >= rank:
+                if math.isinf(bound):
+                    return lower
+                inside = count - below
+                return lower + (bound - lower) * ((rank - below) / inside if inside else 0)
+            lower, below = bound, count
+        return lower
+
+    @property
+    def p50(self) -> float | None:
+        return self.quantile(0.50)
+
+    @property
+    def p95(self) -> float | None:
+        return self.quantile(0.95)
+
+    @property
+    def p99(self) -> float | None:
+        return self.quantile(0.99)
+
+
+@dataclass
+class PoolFigures:
+    source: str
+    size: float = 0
+    in_use: float = 0
+    waiting: float = 0
+
+
+def _registry() -> Any:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def source_figures() -> tuple[list[OperationFigures], list[PoolFigures]]:
+    """Every source operation's figures and every pool's use, from the metrics registry."""
+    operations: dict[tuple[str, str], OperationFigures] = {}
+    pools: dict[str, PoolFigures] = {}
+
+    def op(labels: dict[str, str]) -> OperationFigures:
+        key = (labels["source"], labels["operation"])
+        return operations.setdefault(key, OperationFigures(*key))
+
+    for metric in _registry().collect():
+        for sample in metric.samples:
+            labels, name = sample.labels, sample.name
+            if name == "fanout_source_calls_total":
+                figures = op(labels)
+                figures.outcomes[labels["outcome"]] = figures.outcomes.get(labels["outcome"], 0) + sample.value
+            elif name == "fanout_source_call_seconds_bucket":
+                figures = op(labels)
+                bound = float(labels["le"])
+                figures.buckets[bound] = figures.buckets.get(bound, 0) + sample.value
+            elif name == "fanout_source_call_seconds_sum":
+                op(labels).seconds_total += sample.value
+            elif name in {"fanout_source_pool_size", "fanout_source_pool_in_use", "fanout_source_pool_waiting"}:
+                pool = pools.setdefault(labels["source"], PoolFigures(labels["source"]))
+                attribute = name.removeprefix("fanout_source_pool_")
+                setattr(pool, attribute, getattr(pool, attribute) + sample.value)
+    return sorted(operations.values(), key=lambda f: (f.source, f.operation)), sorted(
+        pools.values(), key=lambda p: p.source
+    )
+
+
+@dataclass
+class QueueFigures:
+    ready: int
+    oldest_enqueued_at: datetime | None
+    by_queue: dict[str, int]
+
+    @property
+    def oldest_wait(self) -> float | None:
+        if self.oldest_enqueued_at is None:
+            return None
+        return (timezone.now() - self.oldest_enqueued_at).total_seconds()
+
+
+async def queue_figures() -> QueueFigures:
+    waiting = DBTaskResult.objects.filter(status=TaskResultStatus.READY)
+    totals = await waiting.aaggregate(n=Count("id"), oldest=Min("enqueued_at"))
+    by_queue: defaultdict[str, int] = defaultdict(int)
+    async for row in waiting.values("queue_name").annotate(n=Count("id")).order_by("queue_name"):
+        by_queue[row["queue_name"]] = row["n"]
+    return QueueFigures(totals["n"], totals["oldest"], dict(by_queue))
+
+
+@staff_required
+@require_GET
+async def operations(request: HttpRequest) -> HttpResponse:
+    calls, pools = await sync_to_async(source_figures, thread_sensitive=False)()
+    caches = await sync_to_async(cache.status, thread_sensitive=False)()
+    context = {
+        "calls": calls,
+        "pools": pools,
+        "caches": caches,
+        "queue": await queue_figures(),
+        "multiprocess": bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        # Decided here: a permission check while rendering would query from the event loop.
+        "can_control_caches": await CacheControl.auser_can_control(await request.auser()),
+        "now": time.time(),
+    }
+    return render(request, "ops/operations.html", context)

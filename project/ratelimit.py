@@ -1,0 +1,179 @@
+"""Per-user limits on expensive work: whole-report runs, `fresh=1`, uploads, pipeline starts.
+
+    @ratelimit("report-run")                       # a Django view, sync or async
+    async def run_report(request, slug): ...
+
+    @ratelimit("fresh", when=wants_fresh)          # only count requests that ask for it
+    async def master_data(request): ...
+
+    await ratelimit.acheck(request, "upload")     # inside a ninja operation (raises RateLimited)
+
+Limits come from settings.RATE_LIMITS ("30/m", "20/h", "100/10m"). Counting uses a fixed
+window in the cache: one counter per user and window, `add` then `incr`, so every process
+sharing the Redis counts together. Past the limit the answer is 429 with Retry-After. A
+cache that is down lets requests through: a limit must not become an outage.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+UNIT_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    count: int
+    period: int  # seconds
+
+    @classmethod
+    def parse(cls, value: str) -> Limit:
+        match = re.fullmatch(r"([1-9]\d*)/([1-9]?\d*)([smhd])", value)
+        if not match:
+            raise ImproperlyConfigured(f"rate limit {value!r} must look like 30/m, 20/h or 100/10m")
+        count, multiple, unit = match.groups()
+        return cls(int(count), int(multiple or 1) * UNITS[unit])
+
+    def __str__(self) -> str:
+        if self.period in UNIT_NAMES:
+            return f"{self.count} per {UNIT_NAMES[self.period]}"
+        return f"{self.count} per {self.period} seconds"
+
+
+class RateLimited(Exception):
+    def __init__(self, name: str, limit: Limit, retry_after: int) -> None:
+        self.name, self.limit, self.retry_after = name, limit, retry_after
+        super().__init__(f"Too many requests ({name}): the limit is {limit}. Try again in {retry_after} s.")
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def response(self, request: HttpRequest | None = None) -> HttpResponse:
+        """429 with Retry-After: JSON for API clients, plain text for pages."""
+        wants_json = request is not None and (
+            request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+        )
+        response: HttpResponse
+        if wants_json:
+            response = JsonResponse({"detail": self.message, "retry_after": self.retry_after}, status=429)
+        else:
+            response = HttpResponse(self.message, status=429, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(self.retry_after)
+        return response
+
+
+def limit_for(name: str) -> Limit:
+    try:
+        return Limit.parse(settings.RATE_LIMITS[name])
+    except KeyError:
+        raise ImproperlyConfigured(
+            f"no rate limit named {name!r} in settings.RATE_LIMITS; known: {', '.join(settings.RATE_LIMITS)}"
+        ) from None
+
+
+def identity(user: AbstractBaseUser | AnonymousUser, request: HttpRequest) -> str:
+    """Who is counted: the user, or the client address for anonymous requests."""
+    if user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"addr:{request.META.get('REMOTE_ADDR', '-')}"
+
+
+def _key(name: str, who: str, window: int) -> str:
+    return f"ratelimit:{name}:{who}:{window}"
+
+
+def hit(name: str, who: str) -> None:
+    """Count one request by `who` against limit `name`; raise RateLimited past it (sync)."""
+    limit = limit_for(name)
+    now = time.time()
+    window = int(now // limit.period)
+    key = _key(name, who, window)
+    cache.add(key, 0, limit.period + 1)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr: a new window
+        cache.set(key, 1, limit.period + 1)
+        count = 1
+    if count is not None and count > limit.count:  # None: the cache is down, let it through
+        raise RateLimited(name, limit, max(1, math.ceil((window + 1) * limit.period - now)))
+
+
+def reset(name: str, who: str) -> None:
+    """Forget `who`'s count in the current window of `name` (for operators and tests)."""
+    limit = limit_for(name)
+    cache.delete(_key(name, who, int(time.time() // limit.period)))
+
+
+async def _auser(request: HttpRequest) -> AbstractBaseUser | AnonymousUser:
+    # A ninja operation has authenticated already (bearer or session): request.auth.
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, AbstractBaseUser):
+        return auth
+    return await request.auser()
+
+
+def check(request: HttpRequest, name: str) -> None:
+    """Count this request against `name`; raise RateLimited past it (sync views)."""
+    auth = getattr(request, "auth", None)
+    user = auth if isinstance(auth, AbstractBaseUser) else request.user
+    hit(name, identity(user, request))
+
+
+async def acheck(request: HttpRequest, name: str) -> None:
+    """Count this request against `name`; raise RateLimited past it (async views, ninja)."""
+    who = identity(await _auser(request), request)
+    await sync_to_async(hit, thread_sensitive=False)(name, who)
+
+
+def ratelimit(name: str, *, when: Callable[[HttpRequest], bool] | None = None) -> Callable[..., Any]:
+    """Limit a view per user to settings.RATE_LIMITS[name]; `when` picks the requests that count."""
+    limit_for(name)  # a misspelt name fails at import, not on the first request
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                if when is None or when(request):
+                    try:
+                        await acheck(request, name)
+                    except RateLimited as exc:
+                        return exc.response(request)
+                return await view(request, *args, **kwargs)
+
+            return async_wrapper
+
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if when is None or when(request):
+                try:
+                    check(request, name)
+                except RateLimited as exc:
+                    return exc.response(request)
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def wants_fresh(request: HttpRequest) -> bool:
+    """The `when` for the "fresh" limit: requests that bypass the cache with ?fresh=1."""
+    return request.GET.get("fresh") in {"1", "true", "yes"}

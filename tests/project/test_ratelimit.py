@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from django.core.cache import cache as django_cache
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
+
+from project import cache, ratelimit
+
+
+@pytest.fixture(autouse=True)
+def clean_cache() -> Iterator[None]:
+    django_cache.clear()
+    yield
+    django_cache.clear()
+
+
+@pytest.fixture
+def master_data() -> Iterator[dict[str, int]]:
+    loads = {"n": 0}
+
+    async def load_master_data() -> dict[str, int]:
+        loads["n"] += 1
+        return {"version": loads["n"]}
+
+    cache.register_warmer("master-data", load_master_data)
+    yield loads
+    cache._warmers.pop("master-data", None)
+
+
+@pytest.fixture
+def fresh_twice_an_hour(settings) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "fresh": "2/h"}
+
+
+def test_it_answers_429_with_retry_after_past_the_limit_and_works_again_after(
+    owner, owner_client, master_data, fresh_twice_an_hour
+) -> None:
+    assert owner_client.get("/api/master-data?fresh=1").json()["data"] == {"version": 1}
+    assert owner_client.get("/api/master-data?fresh=1").json()["data"] == {"version": 2}
+    refused = owner_client.get("/api/master-data?fresh=1")
+    assert refused.status_code == 429
+    assert 0 < int(refused["Retry-After"]) <= 3600
+    assert "the limit is 2 per hour" in refused.json()["detail"]
+    assert master_data["n"] == 2
+    # Cached reads are not limited.
+    cached = owner_client.get("/api/master-data").json()
+    assert (cached["data"], cached["cached"]) == ({"version": 2}, True)
+    ratelimit.reset("fresh", f"user:{owner.pk}")  # the window ends
+    again = owner_client.get("/api/master-data?fresh=1")
+    assert again.status_code == 200
+    assert again.json()["data"] == {"version": 3}
+
+
+def test_it_counts_each_user_separately(owner_client, member_client, master_data, fresh_twice_an_hour) -> None:
+    for _ in range(2):
+        owner_client.get("/api/master-data?fresh=1")
+    assert owner_client.get("/api/master-data?fresh=1").status_code == 429
+    assert member_client.get("/api/master-data?fresh=1").status_code == 200
+
+
+def test_it_limits_sync_and_async_views_alike(member, settings) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "upload": "1/m"}
+
+    @ratelimit.ratelimit("upload")
+    def sync_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("uploaded")
+
+    @ratelimit.ratelimit("upload")
+    async def async_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("uploaded")
+
+    def request() -> HttpRequest:
+        made = RequestFactory().post("/tpa/1/upload")
+        made.user = member
+
+        async def auser():
+            return member
+
+        made.auser = auser
+        return made
+
+    from asgiref.sync import async_to_sync
+
+    assert sync_view(request()).status_code == 200
+    refused = async_to_sync(async_view)(request())
+    assert refused.status_code == 429
+    assert refused["Retry-After"].isdigit()
+    assert "Too many requests (upload): the limit is 1 per minute" in refused.content.decode()
+
+
+def test_it_refuses_an_unknown_limit_name_at_import() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="no rate limit named 'uplaod'"):
+        ratelimit.ratelimit("uplaod")
+
+
+def test_it_counts_requests_from_every_process_together(settings) -> None:
+    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
+        pytest.skip("needs a shared cache (REDIS_URL)")
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "pipeline-start": "3/h"}
+    script = textwrap.dedent(
+        """
+        import django
+        django.setup()
+        from django.conf import settings
+        settings.RATE_LIMITS["pipeline-start"] = "3/h"
+        from project import ratelimit
+        try:
+            ratelimit.hit("pipeline-start", "user:42")
+            print("ok")
+        except ratelimit.RateLimited:
+            print("limited")
+        """
+    )
+    answers = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+        for _ in range(4)
+    ]
+    assert answers == ["ok", "ok", "ok", "limited"]
+
+
+def test_it_parses_limits() -> None:
+    assert ratelimit.Limit.parse("30/m") == ratelimit.Limit(30, 60)
+    assert ratelimit.Limit.parse("100/10m") == ratelimit.Limit(100, 600)
+    assert str(ratelimit.Limit.parse("20/h")) == "20 per hour"
