@@ -12,14 +12,14 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Schema, Status
 from ninja.errors import HttpError
 from ninja.security import django_auth
 
 from project import cache
 from project.models import CacheControl
 from project.ratelimit import RateLimited, acheck, wants_fresh
-from project.sources import SourceError
+from project.sources import SourceError, inflight
 from project.tokens import AuthServerUnavailable, bearer
 
 api = NinjaAPI(
@@ -98,6 +98,59 @@ async def master_data(request: HttpRequest) -> dict[str, Any]:
         await acheck(request, "fresh")
     entry = await cache.load_registered("master-data", fresh=fresh)
     return {"data": _plain(entry.value), "cached": entry.hit, "age": round(entry.age, 3), "loaded_at": entry.stored_at}
+
+
+# --- Queries in flight -----------------------------------------------------------------------
+
+
+class Detail(Schema):
+    detail: str
+
+
+class QueryOut(Schema):
+    id: str
+    source: str
+    kind: str
+    sql: str
+    what: str
+    who: str
+    started_at: float
+    elapsed: float
+    deadline: float
+    process: int
+    backend_pid: int | None
+    request_id: str | None
+
+
+def _require_staff(request: HttpRequest) -> None:
+    user = request.auth  # type: ignore[attr-defined]
+    if not (user.is_active and user.is_staff):
+        raise HttpError(403, "Only staff may see or cancel queries in flight.")
+
+
+def _query_out(running: inflight.Running) -> dict[str, Any]:
+    return {**dataclasses.asdict(running), "elapsed": round(running.elapsed, 3)}
+
+
+@api.get("/queries", response=list[QueryOut], tags=["operations"], summary="Queries running now on every source")
+async def queries(request: HttpRequest) -> list[dict[str, Any]]:
+    from asgiref.sync import sync_to_async
+
+    _require_staff(request)
+    return [_query_out(running) for running in await sync_to_async(inflight.running_now, thread_sensitive=False)()]
+
+
+@api.post(
+    "/queries/{query_id}/cancel",
+    response={200: QueryOut, 404: Detail},
+    tags=["operations"],
+    summary="Cancel a query on its database, whichever process runs it",
+)
+async def cancel_query(request: HttpRequest, query_id: str) -> Status:
+    _require_staff(request)
+    if (running := await inflight.cancel(query_id)) is None:
+        return Status(404, {"detail": f"Query {query_id} is not running: it already finished."})
+    return Status(200, _query_out(running))
 
 
 def _plain(value: Any) -> Any:

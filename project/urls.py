@@ -13,6 +13,7 @@ urlpatterns = [
     path("health", views.health, name="health"),
     path("metrics", views.metrics, name="metrics"),
     path("ops/", ops.operations, name="operations"),
+    path("ops/queries/<str:query_id>/cancel", ops.cancel_query, name="cancel_query"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

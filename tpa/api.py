@@ -12,6 +12,7 @@ from ninja import File, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 
+from project.ratelimit import acheck
 from tpa import uploads
 from tpa.cache import tpa_list
 from tpa.models import Access, IngestionFile, PipelineRun, Tpa, access_for
@@ -138,9 +139,10 @@ async def list_files(request: HttpRequest, code: str, status: str = "") -> list[
     return [file_out(f, tpa.code) async for f in files[:200]]
 
 
-@router.post("/tpas/{code}/files", response={201: FileOut, 400: Error, 409: Error, 413: Error, 502: Error})
+@router.post("/tpas/{code}/files", response={201: FileOut, 400: Error, 409: Error, 413: Error, 429: Error, 502: Error})
 async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile]) -> Status:
     """Upload a CSV: checked against the TPA's mappings, refused if a duplicate, staged, recorded."""
+    await acheck(request, "upload")
     tpa = await _tpa(request, code, Access.OPERATE)
     try:
         record = await uploads.upload(tpa, file.name or "", file.chunks(), request.user)
@@ -149,9 +151,10 @@ async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile])
     return Status(201, file_out(record, tpa.code))
 
 
-@router.post("/tpas/{code}/runs", response={202: RunOut, 409: Error})
+@router.post("/tpas/{code}/runs", response={202: RunOut, 409: Error, 429: Error})
 async def create_run(request: HttpRequest, code: str) -> Status:
     """Start a run in the background; 202 with the status URL to poll."""
+    await acheck(request, "pipeline-start")
     tpa = await _tpa(request, code, Access.OPERATE)
     try:
         run = await start_run(tpa, request.user)
@@ -160,10 +163,11 @@ async def create_run(request: HttpRequest, code: str) -> Status:
     return Status(202, run_out(await load_run(run.pk)))
 
 
-@router.post("/tpas/{code}/runs/sync", response={200: RunOut, 202: RunOut, 409: Error})
+@router.post("/tpas/{code}/runs/sync", response={200: RunOut, 202: RunOut, 409: Error, 429: Error})
 async def create_run_and_wait(request: HttpRequest, code: str, timeout: float = 60.0) -> Status:
     """Start a run and wait for it, up to `timeout` seconds (at most TPA_SYNC_MAX_WAIT, 300):
     200 with the finished run, or 202 with the status URL if it is still going."""
+    await acheck(request, "pipeline-start")
     tpa = await _tpa(request, code, Access.OPERATE)
     try:
         run = await start_run(tpa, request.user)

@@ -8,6 +8,7 @@ class TpaConfig(AppConfig):
     verbose_name = "TPA pipeline"
 
     def ready(self) -> None:
-        from tpa.cache import connect_signals
+        from tpa.cache import connect_signals, register_warmers
 
         connect_signals()
+        register_warmers()

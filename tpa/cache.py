@@ -2,13 +2,16 @@
 
 Two namespaces: `tpa-list` (every TPA, for the list page and the API) and `master-data`
 (one TPA's target schema with its columns and the TPA's field mappings, which the
-upload check and the silver step read). Model signals cover saves and deletes (the admin
-included); InvalidatingQuerySet covers update(), delete() and the bulk methods. The bump
+upload check and the silver step read; under the key "all", every TPA's by code, which
+`/api/master-data` serves). Both have warmers (`register_warmers`), so the admin, the API
+and `manage.py cache_warm` fill exactly what the views read. Model signals cover saves
+and deletes (the admin included); InvalidatingQuerySet covers update(), delete() and the bulk methods. The bump
 waits for the commit, so no reader can cache the old rows again in between.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,19 +71,21 @@ class MasterData:
         return list(seen)
 
 
+async def load_tpa_list() -> list[TpaSummary]:
+    from tpa.models import Tpa
+
+    return [
+        TpaSummary(t.code, t.name, t.active, t.contact_name, t.contact_email, str(t.target_schema))
+        async for t in Tpa.objects.select_related("target_schema").order_by("code")
+    ]
+
+
 async def tpa_list() -> list[TpaSummary]:
-    async def load() -> list[TpaSummary]:
-        from tpa.models import Tpa
-
-        return [
-            TpaSummary(t.code, t.name, t.active, t.contact_name, t.contact_email, str(t.target_schema))
-            async for t in Tpa.objects.select_related("target_schema").order_by("code")
-        ]
-
-    return (await cache.load(TPA_LIST, "all", load)).value
+    # The same namespace, key and loader as the registered warmer: a warm fills what this reads.
+    return (await cache.load(TPA_LIST, "all", load_tpa_list)).value
 
 
-async def master_data(tpa_code: str) -> MasterData:
+def master_data_loader(tpa_code: str) -> Callable[[], Awaitable[MasterData]]:
     async def load() -> MasterData:
         from tpa.models import Tpa
 
@@ -99,7 +104,26 @@ async def master_data(tpa_code: str) -> MasterData:
             tpa.code, schema.pk, schema.name, schema.version, schema.table_name, schema.key_column, columns, mappings
         )
 
-    return (await cache.load(MASTER_DATA, tpa_code, load)).value
+    return load
+
+
+async def master_data(tpa_code: str) -> MasterData:
+    return (await cache.load(MASTER_DATA, tpa_code, master_data_loader(tpa_code))).value
+
+
+async def load_all_master_data() -> dict[str, MasterData]:
+    """Every TPA's master data by code, reloading each TPA's own entry on the way, so a warm
+    (admin, API, `cache_warm`) also refreshes what the upload check and the pipeline read."""
+    from tpa.models import Tpa
+
+    codes = [code async for code in Tpa.objects.order_by("code").values_list("code", flat=True)]
+    return {code: (await cache.load(MASTER_DATA, code, master_data_loader(code), fresh=True)).value for code in codes}
+
+
+def register_warmers() -> None:
+    # "all" cannot clash with a TPA's own entry: codes are upper case (tpa_code_validator).
+    cache.register_warmer(TPA_LIST, load_tpa_list, key="all")
+    cache.register_warmer(MASTER_DATA, load_all_master_data, key="all")
 
 
 def namespaces_for(model: type[Any]) -> tuple[str, ...]:
@@ -127,4 +151,3 @@ def connect_signals() -> None:
     for model in (Tpa, TargetSchema, TargetColumn, FieldMapping):
         post_save.connect(_changed, sender=model, dispatch_uid=f"tpa-cache-save-{model.__name__}")
         post_delete.connect(_changed, sender=model, dispatch_uid=f"tpa-cache-delete-{model.__name__}")
-

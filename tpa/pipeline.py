@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from project.sources import SourceError
+from project.sources import SourceError, inflight
 from tpa import snowflake
 from tpa.cache import master_data
 from tpa.mapping import MappingError, silver_fragments
@@ -88,9 +89,12 @@ async def execute_run(run_id: int) -> PipelineRun:
     run.status, run.started_at = RunStatus.RUNNING, timezone.now()
     await run.asave(update_fields=["status", "started_at"])
     try:
-        await _step(steps[Step.BRONZE], _bronze(files))
-        await _step(steps[Step.SILVER], _silver(run, tpa, files))
-        await _step(steps[Step.GOLD], _gold(tpa, files))
+        with _labelled(run, Step.BRONZE):
+            await _step(steps[Step.BRONZE], _bronze(files))
+        with _labelled(run, Step.SILVER):
+            await _step(steps[Step.SILVER], _silver(run, tpa, files))
+        with _labelled(run, Step.GOLD):
+            await _step(steps[Step.GOLD], _gold(tpa, files))
     except StepFailed as exc:
         run.status, run.error = RunStatus.FAILED, str(exc)
         for step in steps.values():
@@ -106,6 +110,12 @@ async def execute_run(run_id: int) -> PipelineRun:
     run.finished_at = timezone.now()
     await run.asave(update_fields=["status", "error", "finished_at", "mapping_snapshot"])
     return run
+
+
+def _labelled(run: PipelineRun, step: Step) -> AbstractContextManager[None]:
+    """Name the step's Snowflake calls, and who started the run, on the operations page."""
+    who = run.triggered_by.get_username() if run.triggered_by else ""
+    return inflight.labelled(f"pipeline run {run.pk} {run.tpa.code} / {step.value}", who=who)
 
 
 async def _step(step: PipelineStep, work: Any) -> None:

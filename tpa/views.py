@@ -13,6 +13,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from project.ratelimit import ratelimit
 from project.sources import SourceError
 from tpa import snowflake, uploads
 from tpa.cache import master_data, tpa_list
@@ -104,6 +105,7 @@ async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
 
 
 @require_POST
+@ratelimit("upload")
 async def tpa_upload(request: HttpRequest, code: str) -> HttpResponse:
     tpa, _ = await _tpa(request, code, Access.OPERATE)
     uploaded = (await sync_to_async(lambda: request.FILES)()).get("file")
@@ -120,6 +122,7 @@ async def tpa_upload(request: HttpRequest, code: str) -> HttpResponse:
 
 
 @require_POST
+@ratelimit("pipeline-start")
 async def run_start(request: HttpRequest, code: str) -> HttpResponse:
     tpa, _ = await _tpa(request, code, Access.OPERATE)
     try:

@@ -19,8 +19,11 @@ from tests.project.test_cache_api import other_process
 def clean_cache() -> Iterator[None]:
     cache.flush_stats()
     django_cache.clear()
+    warmers = dict(cache._warmers)
     yield
+    # Put back what the apps registered; tests register warmers of their own.
     cache._warmers.clear()
+    cache._warmers.update(warmers)
     django_cache.clear()
 
 

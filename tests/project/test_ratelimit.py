@@ -28,9 +28,11 @@ def master_data() -> Iterator[dict[str, int]]:
         loads["n"] += 1
         return {"version": loads["n"]}
 
+    previous = cache.warmer("master-data")
     cache.register_warmer("master-data", load_master_data)
     yield loads
-    cache._warmers.pop("master-data", None)
+    if previous is not None:
+        cache.register_warmer("master-data", previous.loader, key=previous.key)
 
 
 @pytest.fixture
