@@ -155,6 +155,10 @@ FANOUT_SOURCES: dict[str, dict[str, Any]] = {
     },
 }
 
+# Reports: the most rows a panel shows, and the deadline of a whole CSV/XLSX export.
+REPORTS_MAX_ROWS = positive_int("REPORTS_MAX_ROWS", SOURCE_MAX_ROWS)
+REPORTS_EXPORT_TIMEOUT = positive_float("REPORTS_EXPORT_TIMEOUT", 300.0)
+
 # --- Cache -----------------------------------------------------------------------------
 
 if redis_url := env.str("REDIS_URL", default=""):

@@ -1,0 +1,360 @@
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from project.sources import SourceError, get_source
+from reports.models import DataSource, Filter, Panel, Report
+
+CLAIM_ROWS = 5000
+
+# Deterministic claims: the same rows on every run, spread over the last two years.
+CREATE_CLAIMS = f"""
+CREATE OR REPLACE TABLE DEMO.CLAIMS AS
+SELECT
+    seq4() + 1 AS CLAIM_ID,
+    CASE MOD(seq4(), 5) WHEN 0 THEN 'ACME' WHEN 1 THEN 'BLUECROSS' WHEN 2 THEN 'CORVEL' WHEN 3 THEN 'DELTA'
+        ELSE 'EVERGREEN' END AS TPA,
+    CASE MOD(seq4(), 4) WHEN 0 THEN 'North' WHEN 1 THEN 'South' WHEN 2 THEN 'East' ELSE 'West' END AS REGION,
+    DATEADD(day, -MOD(seq4() * 37, 730), CURRENT_DATE())::DATE AS SERVICE_DATE,
+    CAST(50 + MOD(seq4() * 7919, 4950) + MOD(seq4(), 100) / 100.0 AS NUMBER(12, 2)) AS PAID_AMOUNT,
+    CASE WHEN MOD(seq4(), 11) = 0 THEN 'DENIED' WHEN MOD(seq4(), 7) = 0 THEN 'PENDING' ELSE 'PAID' END AS STATUS
+FROM TABLE(GENERATOR(ROWCOUNT => {CLAIM_ROWS}))
+"""
+
+CLAIMS_WHERE = """
+WHERE SERVICE_DATE BETWEEN %(period_from)s AND %(period_to)s
+  AND (%(tpa)s IS NULL OR TPA = %(tpa)s)
+  AND (%(region)s = '[]' OR REGION IN (SELECT VALUE::VARCHAR FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(region)s)))))
+  AND PAID_AMOUNT >= %(min_amount)s"""
+
+CLAIMS_FILTERS = [
+    dict(name="period", label="Service date", kind=Filter.Kind.DATE_RANGE, default="-365d..today", required=True),
+    dict(
+        name="tpa",
+        label="TPA",
+        kind=Filter.Kind.CHOICE,
+        options_sql="SELECT DISTINCT TPA, TPA FROM DEMO.CLAIMS ORDER BY 1",
+    ),
+    dict(
+        name="region",
+        label="Regions",
+        kind=Filter.Kind.MULTI_CHOICE,
+        options_sql="SELECT DISTINCT REGION, REGION FROM DEMO.CLAIMS ORDER BY 1",
+    ),
+    dict(name="min_amount", label="Paid at least", kind=Filter.Kind.NUMBER, default="0", required=True),
+]
+
+CLAIMS_PANELS = [
+    (
+        "Total paid",
+        Panel.Visualization.NUMBER,
+        Panel.Width.THIRD,
+        f'SELECT SUM(PAID_AMOUNT) AS "Total paid" FROM DEMO.CLAIMS {CLAIMS_WHERE}',
+    ),
+    (
+        "Claims",
+        Panel.Visualization.NUMBER,
+        Panel.Width.THIRD,
+        f'SELECT COUNT(*) AS "Claims" FROM DEMO.CLAIMS {CLAIMS_WHERE}',
+    ),
+    (
+        "Average claim",
+        Panel.Visualization.NUMBER,
+        Panel.Width.THIRD,
+        f'SELECT ROUND(AVG(PAID_AMOUNT), 2) AS "Average paid" FROM DEMO.CLAIMS {CLAIMS_WHERE}',
+    ),
+    (
+        "Paid by month",
+        Panel.Visualization.LINE,
+        Panel.Width.TWO_THIRDS,
+        f"SELECT DATE_TRUNC('month', SERVICE_DATE)::DATE AS MONTH, SUM(PAID_AMOUNT) AS PAID "
+        f"FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "Claims by status",
+        Panel.Visualization.BAR,
+        Panel.Width.THIRD,
+        f"SELECT STATUS, COUNT(*) AS CLAIMS FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 2 DESC",
+    ),
+    (
+        "Paid by TPA",
+        Panel.Visualization.BAR,
+        Panel.Width.HALF,
+        f"SELECT TPA, SUM(PAID_AMOUNT) AS PAID FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 2 DESC",
+    ),
+    (
+        "Paid by region",
+        Panel.Visualization.BAR,
+        Panel.Width.HALF,
+        f"SELECT REGION, SUM(PAID_AMOUNT) AS PAID FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "Largest claims",
+        Panel.Visualization.TABLE,
+        Panel.Width.HALF,
+        f"SELECT CLAIM_ID, TPA, REGION, SERVICE_DATE, PAID_AMOUNT, STATUS FROM DEMO.CLAIMS {CLAIMS_WHERE} "
+        f"ORDER BY PAID_AMOUNT DESC LIMIT 50",
+    ),
+    (
+        "Denied claims",
+        Panel.Visualization.TABLE,
+        Panel.Width.HALF,
+        f"SELECT CLAIM_ID, TPA, SERVICE_DATE, PAID_AMOUNT FROM DEMO.CLAIMS {CLAIMS_WHERE} AND STATUS = 'DENIED' "
+        f"ORDER BY SERVICE_DATE DESC",
+    ),
+]
+
+ACTIVITY_FILTERS = [
+    dict(name="period", label="Run date", kind=Filter.Kind.DATE_RANGE, default="-30d..today", required=True),
+    dict(
+        name="trigger",
+        label="Run from",
+        kind=Filter.Kind.CHOICE,
+        options_sql="SELECT value, label FROM (VALUES ('page', 'Page'), ('stream', 'Streamed page'), ('api', 'API'), "
+        "('export', 'Export'), ('command', 'Command'), ('admin', 'Admin preview')) AS t(value, label)",
+    ),
+]
+
+ACTIVITY_WHERE = """
+WHERE l.created_at >= %(period_from)s AND l.created_at < %(period_to)s::date + 1
+  AND (%(trigger)s::text IS NULL OR l.trigger = %(trigger)s)"""
+
+ACTIVITY_PANELS = [
+    (
+        "Panel runs",
+        Panel.Visualization.NUMBER,
+        Panel.Width.THIRD,
+        f'SELECT COUNT(*) AS "Panel runs" FROM reports_querylog l {ACTIVITY_WHERE}',
+    ),
+    (
+        "Cache hit ratio",
+        Panel.Visualization.NUMBER,
+        Panel.Width.THIRD,
+        f'SELECT ROUND(100.0 * AVG(CASE WHEN l.cache_hit THEN 1 ELSE 0 END), 1) AS "Cache hits (%%)" '
+        f"FROM reports_querylog l {ACTIVITY_WHERE}",
+    ),
+    (
+        "Failed runs",
+        Panel.Visualization.NUMBER,
+        Panel.Width.THIRD,
+        f"SELECT COUNT(*) AS \"Failed runs\" FROM reports_querylog l {ACTIVITY_WHERE} AND l.error_kind <> ''",
+    ),
+    (
+        "Runs per day",
+        Panel.Visualization.LINE,
+        Panel.Width.TWO_THIRDS,
+        f"SELECT l.created_at::date AS day, COUNT(*) AS runs, "
+        f"COUNT(*) FILTER (WHERE l.cache_hit) AS cached FROM reports_querylog l {ACTIVITY_WHERE} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "Slowest panels (median ms)",
+        Panel.Visualization.BAR,
+        Panel.Width.THIRD,
+        f"SELECT p.title, ROUND(PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY l.duration_ms)::numeric, 1) AS median_ms "
+        f"FROM reports_querylog l JOIN reports_panel p ON p.id = l.panel_id {ACTIVITY_WHERE} AND NOT l.cache_hit "
+        f"GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    ),
+    (
+        "Recent errors",
+        Panel.Visualization.TABLE,
+        Panel.Width.FULL,
+        f"SELECT l.created_at, r.title AS report, p.title AS panel, l.error_kind, l.error FROM reports_querylog l "
+        f"LEFT JOIN reports_report r ON r.id = l.report_id LEFT JOIN reports_panel p ON p.id = l.panel_id "
+        f"{ACTIVITY_WHERE} AND l.error_kind <> '' ORDER BY l.created_at DESC LIMIT 100",
+    ),
+    (
+        "Reports",
+        Panel.Visualization.TABLE,
+        Panel.Width.FULL,
+        "SELECT r.title, r.slug, u.username AS owner, COUNT(p.id) AS panels, r.updated_at FROM reports_report r "
+        "JOIN auth_user u ON u.id = r.owner_id LEFT JOIN reports_panel p ON p.report_id = r.id "
+        "GROUP BY r.id, u.username ORDER BY r.title",
+    ),
+]
+
+ISOLATION_FILTERS = [
+    dict(
+        name="note",
+        label="Anything (bound, never spliced into SQL)",
+        kind=Filter.Kind.TEXT,
+        default="'; DROP TABLE reports_report; --",
+    ),
+]
+
+ISOLATION_PANELS = [
+    (
+        "Quick on Postgres",
+        Panel.Visualization.TABLE,
+        Panel.Width.THIRD,
+        "postgres",
+        None,
+        "SELECT %(note)s::text AS you_typed, now() AS at",
+    ),
+    (
+        "Quick on Snowflake",
+        Panel.Visualization.TABLE,
+        Panel.Width.THIRD,
+        "snowflake",
+        None,
+        "SELECT %(note)s AS YOU_TYPED, CURRENT_TIMESTAMP() AS AT",
+    ),
+    (
+        "Claims on Snowflake",
+        Panel.Visualization.NUMBER,
+        Panel.Width.THIRD,
+        "snowflake",
+        None,
+        'SELECT COUNT(*) AS "Claims" FROM DEMO.CLAIMS',
+    ),
+    (
+        "Slow Postgres query (30 s, timeout 3 s)",
+        Panel.Visualization.TABLE,
+        Panel.Width.HALF,
+        "postgres",
+        3.0,
+        "SELECT pg_sleep(30) AS slept",
+    ),
+    (
+        "Slow Snowflake query (30 s, timeout 3 s)",
+        Panel.Visualization.TABLE,
+        Panel.Width.HALF,
+        "snowflake",
+        3.0,
+        "SELECT SYSTEM$WAIT(30) AS WAITED",
+    ),
+    ("Failing query", Panel.Visualization.TABLE, Panel.Width.HALF, "postgres", None, "SELECT * FROM no_such_table"),
+    (
+        "Takes one second",
+        Panel.Visualization.BAR,
+        Panel.Width.HALF,
+        "postgres",
+        None,
+        "SELECT g AS n, g * g AS squared FROM generate_series(1, 12) AS g, pg_sleep(1)",
+    ),
+]
+
+
+class Command(BaseCommand):
+    help = "Install the demo reports (Snowflake claims, the app's own tables, isolation); safe to run again."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        owner = (
+            get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+            or get_user_model().objects.filter(is_staff=True).order_by("pk").first()
+        )
+        if owner is None:
+            raise CommandError("Create a staff user first (manage.py demo_setup does).")
+        claims_ok = self.create_claims()
+        analysts, _ = Group.objects.get_or_create(name="Analysts")
+        with transaction.atomic():
+            snowflake, _ = DataSource.objects.update_or_create(
+                name="Warehouse (Snowflake)", defaults={"kind": "snowflake", "connection": "snowflake", "timeout": 30}
+            )
+            postgres, _ = DataSource.objects.update_or_create(
+                name="App database (Postgres)", defaults={"kind": "postgres", "connection": "postgres", "timeout": 30}
+            )
+            sources = {"snowflake": snowflake, "postgres": postgres}
+            self.install(
+                "claims-overview",
+                "Claims overview",
+                "Paid claims in the warehouse by month, TPA, region and status (Snowflake).",
+                owner,
+                analysts,
+                CLAIMS_FILTERS,
+                [(*panel[:3], "snowflake", None, panel[3]) for panel in CLAIMS_PANELS],
+                sources,
+                options_source=snowflake,
+            )
+            self.install(
+                "fanout-activity",
+                "Fanout activity",
+                "How reports are used: panel runs, cache hits and errors, from the query log (Postgres).",
+                owner,
+                analysts,
+                ACTIVITY_FILTERS,
+                [(*panel[:3], "postgres", None, panel[3]) for panel in ACTIVITY_PANELS],
+                sources,
+                options_source=postgres,
+            )
+            self.install(
+                "isolation",
+                "Isolation: slow and failing panels",
+                "One panel times out and one fails; every other panel still shows its rows.",
+                owner,
+                analysts,
+                ISOLATION_FILTERS,
+                ISOLATION_PANELS,
+                sources,
+                options_source=postgres,
+            )
+        self.stdout.write(
+            self.style.SUCCESS(
+                "Demo reports ready: claims-overview, fanout-activity, isolation"
+                + ("" if claims_ok else " (the Snowflake claims table could not be created)")
+            )
+        )
+
+    def create_claims(self) -> bool:
+        source = get_source("snowflake")
+
+        async def create() -> None:
+            await source.execute("CREATE SCHEMA IF NOT EXISTS DEMO", read_only=False, timeout=60)
+            await source.execute(CREATE_CLAIMS, read_only=False, timeout=120)
+
+        try:
+            async_to_sync(create)()
+        except SourceError as exc:
+            self.stderr.write(self.style.WARNING(f"Snowflake demo data skipped: {exc}"))
+            return False
+        return True
+
+    def install(
+        self,
+        slug: str,
+        title: str,
+        description: str,
+        owner: Any,
+        group: Group,
+        filters: list[dict[str, Any]],
+        panels: list[tuple[str, str, str, str, float | None, str]],
+        sources: dict[str, DataSource],
+        *,
+        options_source: DataSource,
+    ) -> Report:
+        report, _ = Report.objects.update_or_create(
+            slug=slug, defaults={"title": title, "description": description, "owner": owner}
+        )
+        report.groups.add(group)
+        # Updated in place, so the query log keeps pointing at the same panels.
+        for order, spec in enumerate(filters):
+            Filter.objects.update_or_create(
+                report=report,
+                name=spec["name"],
+                defaults={
+                    **spec,
+                    "order": order,
+                    "options_source": options_source if spec.get("options_sql") else None,
+                },
+            )
+        report.filters.exclude(name__in=[spec["name"] for spec in filters]).delete()
+        for order, (name, kind, width, source, timeout, sql) in enumerate(panels):
+            Panel.objects.update_or_create(
+                report=report,
+                title=name,
+                defaults={
+                    "visualization": kind,
+                    "width": width,
+                    "source": sources[source],
+                    "timeout": timeout,
+                    "sql": sql.strip(),
+                    "order": order,
+                },
+            )
+        report.panels.exclude(title__in=[panel[0] for panel in panels]).delete()
+        return report

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
+
+from reports import runner
+from reports.filters import ListMapping
+from reports.models import QueryLog, Report, json_safe
+from reports.runner import PanelRun
+from reports.services import label, prepare
+
+
+class Command(BaseCommand):
+    help = "Run every panel of a report at once and print each result with its timing."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", help="The report's slug.")
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="A filter value (repeat for several; a date range is NAME_from=... NAME_to=...).",
+        )
+        parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+        parser.add_argument("--fresh", action="store_true", help="Bypass cached results.")
+        parser.add_argument("--limit", type=int, default=20, help="Rows shown per panel in table format.")
+
+    def handle(
+        self, *args: Any, slug: str, param: list[str], format: str, fresh: bool, limit: int, **options: Any
+    ) -> None:
+        try:
+            report = Report.objects.for_page().get(slug=slug)
+        except Report.DoesNotExist:
+            raise CommandError(f"No report with slug {slug!r}.") from None
+        values: dict[str, list[str]] = defaultdict(list)
+        for item in param:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise CommandError(f"--param takes NAME=VALUE, not {item!r}.")
+            values[name.strip()].append(value)
+        prepared = async_to_sync(prepare)(report, ListMapping(values))
+        if not prepared.state.is_valid:
+            raise CommandError(
+                "Check the filters: "
+                + "; ".join(f"{name}: {message}" for name, message in prepared.state.errors.items())
+            )
+        runs = async_to_sync(runner.run_report)(prepared.panels, prepared.state.params(), fresh=fresh)
+        QueryLog.objects.bulk_create(
+            runner.log_entries(runs, user_id=None, report_id=report.pk, trigger=QueryLog.Trigger.COMMAND)
+        )
+        {"table": self.print_tables, "csv": self.print_csv, "json": self.print_json}[format](
+            report, prepared.state.params(), runs, limit
+        )
+        if failed := [run for run in runs if not run.ok]:
+            raise CommandError(f"{len(failed)} of {len(runs)} panels failed.", returncode=1)
+
+    def print_tables(self, report: Report, params: dict[str, Any], runs: list[PanelRun], limit: int) -> None:
+        self.stdout.write(self.style.MIGRATE_HEADING(report.title))
+        for run in runs:
+            timing = f"{run.duration_ms:.0f} ms" + (" (cached)" if run.cache_hit else "")
+            if run.error:
+                self.stdout.write(f"\n{run.title}  [{timing}]  " + self.style.ERROR(run.error["message"]))
+                continue
+            self.stdout.write(f"\n{run.title}  [{timing}, {run.row_count} rows]")
+            self.stdout.write(format_table(run.columns, run.rows[:limit]))
+            if run.row_count > limit:
+                self.stdout.write(self.style.WARNING(f"… {run.row_count - limit} more rows (--limit)"))
+
+    def print_csv(self, report: Report, params: dict[str, Any], runs: list[PanelRun], limit: int) -> None:
+        writer = csv.writer(self.stdout)
+        for run in runs:
+            writer.writerow([f"# {run.title}", f"{run.duration_ms:.0f} ms", run.error["message"] if run.error else ""])
+            if run.ok:
+                writer.writerow(run.columns)
+                writer.writerows(run.rows)
+            writer.writerow([])
+
+    def print_json(self, report: Report, params: dict[str, Any], runs: list[PanelRun], limit: int) -> None:
+        payload = {"slug": report.slug, "parameters": json_safe(params), "panels": [run.as_dict() for run in runs]}
+        json.dump(payload, self.stdout, cls=DjangoJSONEncoder, indent=2)
+        self.stdout.write("")
+
+
+def format_table(columns: list[str], rows: list[list[Any]]) -> str:
+    cells = [[label(value) for value in row] for row in rows]
+    widths = [max([len(column), *(len(row[index]) for row in cells)]) for index, column in enumerate(columns)]
+    line = "  ".join("-" * width for width in widths)
+    out = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)), line]
+    out += ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(out) if columns else "(no columns)"

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from reports.models import Filter, Panel, QueryLog, Report
+from tests.reports.conftest import make_filter, make_panel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_installs_the_demo_reports_idempotently(owner):
+    call_command("load_demo_reports", stdout=StringIO())
+    counts = (Report.objects.count(), Panel.objects.count(), Filter.objects.count())
+    panel_ids = set(Panel.objects.values_list("pk", flat=True))
+    call_command("load_demo_reports", stdout=StringIO())
+    assert (Report.objects.count(), Panel.objects.count(), Filter.objects.count()) == counts
+    assert set(Panel.objects.values_list("pk", flat=True)) == panel_ids
+    assert Report.objects.get(slug="claims-overview").panels.count() >= 8
+
+
+def test_it_runs_the_demo_claims_report_on_the_warehouse(owner):
+    call_command("load_demo_reports", stdout=StringIO())
+    out = StringIO()
+    call_command("run_report", "claims-overview", "--format", "json", "--param", "tpa=ACME", stdout=out)
+    body = json.loads(out.getvalue())
+    assert body["parameters"]["tpa"] == "ACME"
+    assert all(panel["error"] is None for panel in body["panels"]), body
+    by_title = {panel["title"]: panel for panel in body["panels"]}
+    assert [row[0] for row in by_title["Paid by TPA"]["rows"]] == ["ACME"]
+
+
+def test_it_prints_each_panel_with_its_timing_and_fails_when_one_fails(report):
+    make_filter(report, "n", "number", default="1")
+    make_panel(report, "SELECT %(n)s::int + 1 AS next", title="Next")
+    make_panel(report, "SELECT * FROM no_such_table", title="Broken")
+    out = StringIO()
+    with pytest.raises(CommandError, match="1 of 3 panels failed"):
+        call_command("run_report", "claims", "--param", "n=41", stdout=out)
+    text = out.getvalue()
+    assert "Next  [" in text and "42" in text
+    assert 'relation "no_such_table" does not exist' in text
+    assert QueryLog.objects.filter(trigger="command").count() == 3
+
+
+def test_it_refuses_bad_filter_values_before_running(report):
+    make_filter(report, "n", "number")
+    with pytest.raises(CommandError, match="is not a number"):
+        call_command("run_report", "claims", "--param", "n=many", stdout=StringIO())
+    assert not QueryLog.objects.exists()
+
+
+def test_it_prints_csv(report):
+    out = StringIO()
+    call_command("run_report", "claims", "--format", "csv", stdout=out)
+    assert "status,answer\r\nok,42" in out.getvalue()

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from reports.models import QueryLog
+from tests.reports.conftest import make_filter, make_panel, make_report
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_lays_out_the_report_and_leaves_each_panel_to_its_own_request(report, member_client):
+    panel = report.panels.get()
+    page = member_client.get("/reports/claims/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert f'data-url="/reports/claims/panels/{panel.pk}/"' in html
+    assert "data-stream-url" not in html  # one panel: separate requests are fine
+    assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", html), "inline script"
+    assert " style=" not in html
+    assert "/static/vendor/chart.umd.4.6.1.min.js" in html
+
+
+def test_it_keeps_the_page_to_a_few_database_queries(report, member_client, django_assert_max_num_queries):
+    for i in range(6):
+        make_panel(report, f"SELECT {i}", title=f"P{i}")
+    make_filter(report, "q")
+    with django_assert_max_num_queries(6):  # session, user, report, panels, filters
+        assert member_client.get("/reports/claims/").status_code == 200
+
+
+def test_it_renders_a_panel_as_a_table_with_timing_and_freshness(report, member, member_client):
+    panel = report.panels.get()
+    response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert '<th scope="col">status</th>' in html and "<td>42</td>" in html
+    assert "1 row" in html and "updated just now" in html
+    again = member_client.get(f"/reports/claims/panels/{panel.pk}/").content.decode()
+    assert "cached · updated just now" in again
+    log = QueryLog.objects.filter(panel=panel).order_by("created_at")
+    assert [(entry.user_id, entry.cache_hit, entry.rows, entry.trigger) for entry in log] == [
+        (member.pk, False, 1, "page"),
+        (member.pk, True, 1, "page"),
+    ]
+
+
+def test_it_draws_a_chart_from_json_data_the_page_script_reads(report, member_client):
+    panel = make_panel(
+        report,
+        "SELECT x::text AS label, x * 2 AS doubled FROM generate_series(1, 3) AS x",
+        visualization="bar",
+        title="Chart",
+    )
+    html = member_client.get(f"/reports/claims/panels/{panel.pk}/").content.decode()
+    data = json.loads(re.search(r'<script type="application/json">(.*?)</script>', html, re.S).group(1))
+    assert data == {"labels": ["1", "2", "3"], "datasets": [{"label": "doubled", "data": [2.0, 4.0, 6.0]}]}
+    assert 'data-chart="bar"' in html
+
+
+def test_it_shows_a_single_number_big(report, member_client):
+    panel = make_panel(report, "SELECT 1234567 AS total", visualization="number", title="Total")
+    assert "1,234,567" in member_client.get(f"/reports/claims/panels/{panel.pk}/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_shows_a_timeout_in_the_panel_with_its_deadline(owner, analysts, member_client):
+    report = make_report(owner, groups=[analysts], slug="slow")
+    panel = make_panel(report, "SELECT pg_sleep(30)", timeout=1)
+    response = member_client.get(f"/reports/slow/panels/{panel.pk}/")
+    assert response.status_code == 504
+    assert "Timed out after 1 s" in response.content.decode()
+    entry = QueryLog.objects.get(panel=panel)
+    assert (entry.error_kind, entry.error) == ("timeout", "timed out after 1 s")
+
+
+def test_it_shows_the_database_message_for_a_failing_panel(report, member_client):
+    panel = make_panel(report, "SELECT 1 / 0", title="Broken")
+    response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
+    assert response.status_code == 422
+    assert "division by zero" in response.content.decode()
+
+
+def test_it_runs_a_panel_fresh_when_asked(report, member_client):
+    panel = make_panel(report, "SELECT clock_timestamp() AS at", title="Clock")
+    member_client.get(f"/reports/claims/panels/{panel.pk}/")
+    assert "cached" in member_client.get(f"/reports/claims/panels/{panel.pk}/").content.decode()
+    fresh = member_client.get(f"/reports/claims/panels/{panel.pk}/?fresh=1").content.decode()
+    assert "cached" not in fresh
+    # Two runs reached the database (the first and the fresh one); the middle one did not.
+    assert list(QueryLog.objects.filter(panel=panel).order_by("pk").values_list("cache_hit", flat=True)) == [
+        False,
+        True,
+        False,
+    ]
+
+
+def test_it_offers_the_streamed_response_above_six_panels(report, member_client):
+    for i in range(6):
+        make_panel(report, f"SELECT {i} AS n", title=f"P{i}")
+    html = member_client.get("/reports/claims/").content.decode()
+    assert 'data-stream-url="/reports/claims/stream/"' in html
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_streams_each_panel_as_its_query_finishes(owner, analysts, member):
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+
+    def setup():
+        report = make_report(owner, groups=[analysts], slug="streamed")
+        make_panel(report, "SELECT pg_sleep(0.6), 'slow' AS which", title="slow")
+        make_panel(report, "SELECT 1 / 0", title="broken")
+        make_panel(report, "SELECT 'quick' AS which", title="quick")
+
+    await sync_to_async(setup)()
+    client = AsyncClient()
+    await client.aforce_login(member)
+    response = await client.get("/reports/streamed/stream/")
+    assert response.streaming and response["Content-Type"] == "application/x-ndjson"
+    lines = [json.loads(line) async for chunk in response.streaming_content for line in chunk.splitlines()]
+    assert sorted(line["status"] for line in lines[:2]) == [200, 422]  # broken and quick come first
+    assert lines[-1]["status"] == 200 and "slow" in lines[-1]["html"]
+    assert await QueryLog.objects.filter(trigger="stream").acount() == 3
