@@ -153,9 +153,13 @@ async def _single_flight(
     fresh: bool,
 ) -> Entry[T]:
     inflight = _inflight.setdefault(asyncio.get_running_loop(), {})
-    if (future := inflight.get(full_key)) is not None:
-        # Someone in this process is loading it already: share their result.
-        return Entry(*(await asyncio.shield(future)), hit=True)
+    while (future := inflight.get(full_key)) is not None:
+        # Someone in this process is loading it already: share their result, unless the
+        # one loading was cancelled (its browser went away): then load it ourselves.
+        try:
+            return Entry(*(await asyncio.shield(future)), hit=True)
+        except _LoaderCancelled:
+            continue
     future = asyncio.get_running_loop().create_future()
     inflight[full_key] = future
     try:
@@ -164,12 +168,20 @@ async def _single_flight(
         )
         future.set_result((value, stored_at))
         return Entry(value, stored_at, hit=hit)
+    except asyncio.CancelledError:
+        future.set_exception(_LoaderCancelled())
+        future.exception()  # mark retrieved: waiters, if any, get it through shield
+        raise
     except BaseException as exc:
         future.set_exception(exc)
-        future.exception()  # mark retrieved: waiters, if any, get it through shield
+        future.exception()
         raise
     finally:
         inflight.pop(full_key, None)
+
+
+class _LoaderCancelled(Exception):
+    """The request that was loading a key went away; those waiting on it load it themselves."""
 
 
 async def _load_across_processes(

@@ -94,3 +94,22 @@ def test_it_reaches_another_process_when_invalidated(settings) -> None:
     assert other_process("second") == "first"  # cached, shared through Redis
     cache.invalidate("tpa-list")
     assert other_process("third") == "third"
+
+
+async def test_it_lets_waiters_load_when_the_first_loader_is_cancelled() -> None:
+    started = asyncio.Event()
+
+    async def slow_loader() -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "never"
+
+    async def quick_loader() -> str:
+        return "loaded by the waiter"
+
+    first = asyncio.ensure_future(cache.load("panel-results", "k", slow_loader))
+    await started.wait()
+    waiter = asyncio.ensure_future(cache.load("panel-results", "k", quick_loader))
+    await asyncio.sleep(0)  # the waiter now shares the first load
+    first.cancel()  # the first browser tab closed
+    assert (await waiter).value == "loaded by the waiter"
