@@ -260,6 +260,15 @@ async def _answer(request: Request, body: dict[str, Any], query: RunningQuery) -
     if query.cancelled and not json.loads(bytes(response.body)).get("success"):
         # fakesnow reports the interrupted statement as an internal error
         return cancelled_response()
+    if response.status_code >= 500:
+        # fakesnow answers what it cannot run with HTTP 500, which the connector retries until
+        # its deadline: report it as the failed statement it is, with fakesnow's message.
+        message = json.loads(bytes(response.body)).get("message") or "unsupported statement"
+        return error_response(
+            snowflake.connector.errors.ProgrammingError(
+                msg=f"the emulator cannot run this statement: {message}", errno=9999, sqlstate="0A000"
+            )
+        )
     return response
 
 
