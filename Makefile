@@ -5,8 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BOOT_PYTHON ?= $(shell command -v python3.12 2>/dev/null || command -v python3)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: redis-server for the cache, chromium for the browser tests.
-SYSTEM_PACKAGES := redis-server chromium
+# Debian packages: redis-server and chromium for the tests, and wrk for `make bench`.
 
 .PHONY: demo test bench system-deps clean lint
 
@@ -33,6 +32,7 @@ test: $(VENV)/.installed system-deps
 	$(PY) -m project.devservices run --data-dir .data/test --fresh --redis -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed system-deps
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	$(PY) -m project.devservices run --data-dir .data/bench --fresh --redis -- $(PY) -m bench
 
 clean:

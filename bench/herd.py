@@ -1,0 +1,245 @@
+"""The herd: 200 concurrent cold requests for cached master data, and for one new bearer token.
+
+    make bench
+    python -m bench.herd            # with DATABASE_URL / REDIS_URL already set
+
+Starts the service as `make demo` does (serving `bench.lag_asgi:application`, which adds
+probe paths only), once with one uvicorn worker and, when Redis is configured, once with
+two (the cache's "one load per miss" is claimed across processes too). For each:
+
+- master data: `/api/master-data` when a warmer is registered for `master-data`; if it
+  answers 503 (no warmer yet) the TPA list (`/api/tpa/tpas`, namespace `tpa-list`) stands
+  in, and the row says so. The namespace is invalidated, then 200 requests with a session
+  are sent at once over 200 already-open connections.
+- a new bearer token: 200 requests at once to `/api/me` with the same never-seen token,
+  checked against a local RFC 7662 introspection server on 127.0.0.1 (answers after
+  INTROSPECTION_DELAY, counts its calls).
+
+Loads, hits and misses are each worker's `project.cache.STATS` (read through the probe path
+`/__bench__/stats` before and after the herds, from every worker), not the shared
+`stats:<namespace>:*` counters: those get a process's last counts only from an atexit hook,
+which never runs under uvicorn (it re-raises SIGTERM after its graceful shutdown).
+Without Redis (LocMem: nothing shared between processes) only the one-worker run is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+from bench.server import free_port, ms, percentile, serve, setup, staff_session
+
+HERD = 200
+INTROSPECTION_DELAY = 0.1
+TOKEN_USERNAME = "bench-token-user"
+FIELDS = ("hits", "misses", "loads")
+
+
+class Introspection(BaseHTTPRequestHandler):
+    """POST /introspect: every token is active for an hour, as `bench-token-user`."""
+
+    calls = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with Introspection.lock:
+            Introspection.calls += 1
+        time.sleep(INTROSPECTION_DELAY)
+        body = json.dumps({"active": True, "username": TOKEN_USERNAME, "exp": int(time.time()) + 3600}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def introspection_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Introspection)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/introspect"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def herd(client: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[Counter[str], list[float]]:
+    async def one() -> tuple[str, float]:
+        started = time.perf_counter()
+        try:
+            response = await client.get(path, headers=headers)
+            outcome = str(response.status_code)
+        except httpx.HTTPError as exc:
+            outcome = type(exc).__name__
+        return outcome, time.perf_counter() - started
+
+    results = await asyncio.gather(*(one() for _ in range(HERD)))
+    return Counter(outcome for outcome, _ in results), [seconds for _, seconds in results]
+
+
+@asynccontextmanager
+async def herd_client(base: str, cookies: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with HERD freshly opened keep-alive connections (reaching every worker), so the
+    herd arrives at once and on no connection the server is about to close as idle (5 s)."""
+    limits = httpx.Limits(max_connections=HERD, max_keepalive_connections=HERD)
+    async with httpx.AsyncClient(base_url=base, cookies=cookies, limits=limits, timeout=60) as client:
+
+        async def health() -> None:
+            for _ in range(3):
+                try:
+                    (await client.get("/health")).raise_for_status()
+                    return
+                except httpx.RemoteProtocolError:  # an idle connection closed under us: reconnect
+                    continue
+
+        await asyncio.gather(*(health() for _ in range(HERD)))
+        yield client
+
+
+async def process_stats(base: str, workers: int) -> dict[int, dict[str, dict[str, int]]]:
+    """Every worker's project.cache.STATS, by pid: new connections until each worker answered."""
+    found: dict[int, dict[str, dict[str, int]]] = {}
+    for _ in range(100):
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            answer = (await client.get("/__bench__/stats")).json()
+        found[answer["pid"]] = answer["namespaces"]
+        if len(found) >= workers:
+            break
+    if len(found) < workers:
+        raise SystemExit(f"only {len(found)} of {workers} workers answered /__bench__/stats")
+    return found
+
+
+def added(
+    before: dict[int, dict[str, dict[str, int]]], after: dict[int, dict[str, dict[str, int]]], namespace: str
+) -> dict[str, int]:
+    """The counts every process added to `namespace` between two snapshots."""
+    zero = dict.fromkeys(FIELDS, 0)
+    return {
+        field: sum(
+            after[pid].get(namespace, zero)[field] - before.get(pid, {}).get(namespace, zero)[field] for pid in after
+        )
+        for field in FIELDS
+    }
+
+
+async def run_herds(base: str, cookies: dict[str, str], shared: bool, workers: int) -> dict[str, object]:
+    from project import cache
+
+    async with httpx.AsyncClient(base_url=base, cookies=cookies, timeout=60) as client:
+        for _ in range(4):
+            (await client.get("/api/me")).raise_for_status()
+    # The same registry as the server's: both ran the apps' ready().
+    if cache.warmer("master-data") is not None:
+        namespace, path, stand_in = "master-data", "/api/master-data", ""
+    else:
+        namespace, path = "tpa-list", "/api/tpa/tpas"
+        stand_in = "no warmer is registered for master-data (/api/master-data answers 503): the TPA list stands in"
+    if shared:
+        await cache.ainvalidate(namespace)
+    before = await process_stats(base, workers)
+    async with herd_client(base, cookies) as client:
+        data_outcomes, data_seconds = await herd(client, path, {})
+
+    calls_before = Introspection.calls
+    token = f"bench-{uuid.uuid4().hex}"
+    async with herd_client(base, {}) as client:
+        token_outcomes, token_seconds = await herd(client, "/api/me", {"Authorization": f"Bearer {token}"})
+        calls = Introspection.calls - calls_before
+    after = await process_stats(base, workers)
+    return {
+        "namespace": namespace,
+        "path": path,
+        "stand_in": stand_in,
+        "data": (data_outcomes, data_seconds),
+        "token": (token_outcomes, token_seconds),
+        "calls": calls,
+        "counts": {ns: added(before, after, ns) for ns in (namespace, "tokens")},
+    }
+
+
+def main() -> list[dict[str, str]]:
+    setup()
+    from django.conf import settings
+
+    from tpa import demo
+
+    demo.ensure_master_data()
+    from tpa.models import Tpa
+
+    tpas = Tpa.objects.count()
+    _, cookies = staff_session()
+    shared = "redis" in settings.CACHES["default"]["BACKEND"].lower()
+    rows = []
+    with introspection_server() as introspection_url:
+        for workers in (1, 2) if shared else (1,):
+            # Keep-alive: idle connections stay open while the other herd runs (uvicorn's default is 5 s).
+            with serve(
+                "bench.lag_asgi:application",
+                workers=workers,
+                options=["--timeout-keep-alive", "60"],
+                env={"TOKEN_INTROSPECTION_URL": introspection_url},
+            ) as base:
+                result = asyncio.run(run_herds(base, cookies, shared, workers))
+            rows += herd_rows(result, workers, tpas)
+    return rows
+
+
+def herd_rows(result: dict[str, Any], workers: int, tpas: int) -> list[dict[str, str]]:
+    where = f"{workers} uvicorn worker{'s' if workers > 1 else ''}"
+
+    def answered(outcomes: Counter[str], seconds: list[float]) -> str:
+        text = ", ".join(f"{n} × {outcome}" for outcome, n in outcomes.most_common())
+        return f"answers: {text}; p50 {ms(percentile(seconds, 50))}, slowest {ms(max(seconds))}"
+
+    namespace = str(result["namespace"])
+    data_counts, token_counts = result["counts"][namespace], result["counts"]["tokens"]
+    source = "project.cache.STATS of every worker"
+    stand_in = f"; {result['stand_in']}" if result["stand_in"] else ""
+    cold = data_counts["misses"]
+    if namespace == "master-data":
+        # Its "all" loader reloads each TPA's own entry in the same namespace (tpa.cache), each a miss.
+        limit = f"{1 + tpas} loads (1 + 1 per TPA, {tpas} TPAs)"
+        cold -= tpas
+    else:
+        limit = "1 load"
+    return [
+        {
+            "benchmark": f"herd: {HERD} concurrent cold requests for {namespace} (`{result['path']}`), {where}",
+            "figure": f"{data_counts['loads']} load{'s' if data_counts['loads'] != 1 else ''}",
+            "limit": limit,
+            "note": f"{cold} requests found it cold, {data_counts['hits']} hits ({source}){stand_in}; "
+            + answered(*result["data"]),  # type: ignore[misc]
+        },
+        {
+            "benchmark": f"herd: {HERD} concurrent requests with one new bearer token (`/api/me`), {where}",
+            "figure": f"{result['calls']} introspection call{'s' if result['calls'] != 1 else ''}",
+            "limit": "1 call",
+            "note": f"counted by the local auth server (answers in {ms(INTROSPECTION_DELAY)}); tokens namespace: "
+            f"{token_counts['loads']} load, {token_counts['misses']} requests found it cold, "
+            f"{token_counts['hits']} hits; " + answered(*result["token"]),  # type: ignore[misc]
+        },
+    ]
+
+
+if __name__ == "__main__":
+    from bench.table import print_table
+
+    print_table(main())
