@@ -1,8 +1,8 @@
 """Queries in flight: who runs what on which source right now, and a way to cancel one.
 
-Each source call registers itself for its lifetime: in this process (to cancel it here)
-and in the shared cache under `inflight:<id>` with a TTL just past its deadline, so staff
-see the calls of every web process and worker. Cancelling works from any process because
+Each source call registers itself for its lifetime in this process; while any run, the
+process shares the list every half second in the cache (`inflight:process:<pid>`, with a
+short TTL), so staff see the calls of every web process and worker. Cancelling works from any process because
 it goes through the database, not the process that runs the call: Postgres by
 `pg_cancel_backend(<backend pid>)`, Snowflake by the same abort request the connector
 sends at a timeout, for the request id Fanout chose for the call.
@@ -14,6 +14,7 @@ the pipeline with its run and step.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 _label: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("fanout_query_label", default=("", ""))
 PREFIX = "inflight:"
+# How often each process shares its list of running calls through the cache.
+PUBLISH_EVERY = 0.5
 
 
 @contextmanager
@@ -83,18 +86,39 @@ def start(source: str, kind: str, sql: str, timeout: float, **ids: Any) -> Runni
 
 
 async def publish(running: Running) -> None:
-    try:
-        await cache.aset(PREFIX + running.id, asdict(running), int(running.deadline - time.time()) + 5)
-    except Exception:  # listing is best effort; the query itself must not suffer
-        logger.warning("could not publish in-flight query %s", running.id, exc_info=True)
+    """Make sure this process's publisher runs; it shares LOCAL with the other processes."""
+    global _publisher
+    if _publisher is None or _publisher.done() or _publisher.get_loop() is not asyncio.get_running_loop():
+        _publisher = asyncio.get_running_loop().create_task(_publish_while_running())
 
 
 async def finish(running: Running) -> None:
     LOCAL.pop(running.id, None)
-    try:
-        await cache.adelete(PREFIX + running.id)
-    except Exception:
-        logger.warning("could not retire in-flight query %s", running.id, exc_info=True)
+
+
+_publisher: asyncio.Task[None] | None = None
+
+
+async def _publish_while_running() -> None:
+    """Every PUBLISH_EVERY seconds, write this process's calls as one cache entry.
+
+    One write per process per interval instead of two round trips per call keeps the
+    registry off every query's path; a call shorter than the interval may not be seen
+    by other processes, which is fine for a list of what is running now.
+    """
+    key = f"{PREFIX}process:{os.getpid()}"
+    while True:
+        await asyncio.sleep(PUBLISH_EVERY)
+        snapshot = [asdict(running) for running in list(LOCAL.values())]
+        try:
+            if snapshot:
+                await cache.aset(key, snapshot, int(PUBLISH_EVERY * 3) + 1)
+            else:
+                await cache.adelete(key)
+        except Exception:  # listing is best effort; the queries must not suffer
+            logger.warning("could not publish the queries in flight", exc_info=True)
+        if not snapshot:
+            return
 
 
 def _shared_keys() -> list[str] | None:
@@ -107,18 +131,15 @@ def _shared_keys() -> list[str] | None:
 def running_now() -> list[Running]:
     """The calls running now, in every process that shares the cache, oldest first."""
     found = dict(LOCAL)
-    keys = _shared_keys()
-    if keys:
-        for key, value in cache.get_many(keys).items():
-            found.setdefault(key.removeprefix(PREFIX), Running(**value))
+    if keys := _shared_keys():
+        for snapshot in cache.get_many(keys).values():
+            for value in snapshot:
+                found.setdefault(value["id"], Running(**value))
     return sorted(found.values(), key=lambda running: running.started_at)
 
 
 def find(running_id: str) -> Running | None:
-    if running_id in LOCAL:
-        return LOCAL[running_id]
-    value = cache.get(PREFIX + running_id)
-    return Running(**value) if value else None
+    return next((running for running in running_now() if running.id == running_id), None)
 
 
 async def cancel(running_id: str) -> Running | None:
