@@ -61,21 +61,25 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_tasks_db",
+    # Serves the API docs page from static files (otherwise an inline script from a CDN).
+    "ninja",
     "project",
     "reports",
     "tpa",
 ]
 
+# Django's own middleware, with hooks that do no I/O run on the event loop instead of a
+# thread each (project/middleware.py explains why).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.middleware.csp.ContentSecurityPolicyMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "project.middleware.SecurityMiddleware",
+    "project.middleware.ContentSecurityPolicyMiddleware",
+    "project.middleware.SessionMiddleware",
+    "project.middleware.CommonMiddleware",
+    "project.middleware.CsrfViewMiddleware",
+    "project.middleware.AuthenticationMiddleware",
+    "project.middleware.LoginRequiredMiddleware",
+    "project.middleware.MessageMiddleware",
+    "project.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -305,7 +309,7 @@ CACHE_STATS_FLUSH_SECONDS = positive_float("CACHE_STATS_FLUSH_SECONDS", 5.0)
 
 # Pages accept a bearer token too (the API checks it itself as well).
 MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+    MIDDLEWARE.index("project.middleware.AuthenticationMiddleware") + 1,
     "project.tokens.BearerTokenMiddleware",
 )
 if CACHE_TTLS["tokens"] > 60:
