@@ -112,10 +112,11 @@ _db = env.db_url("DATABASE_URL")
 if _db["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must be a postgresql:// URL; Fanout runs on PostgreSQL.")
 # A unix-socket directory given as ?host=/path belongs in HOST.
+_db.setdefault("OPTIONS", {})
 _db["HOST"] = _db["OPTIONS"].pop("host", _db["HOST"])
 _db["OPTIONS"]["pool"] = {
     "min_size": env.int("DATABASE_POOL_MIN", default=1),
-    "max_size": positive_int("DATABASE_POOL_MAX", 10),
+    "max_size": positive_int("DATABASE_POOL_MAX", 20),
     "timeout": positive_float("DATABASE_POOL_TIMEOUT", 10.0),
 }
 DATABASES: dict[str, dict[str, Any]] = {"default": _db}

@@ -13,7 +13,8 @@ from typing import Any
 from django.http import Http404, HttpRequest
 from ninja import Router, Schema, Status
 
-from project.sources import placeholder_names
+from project.ratelimit import acheck
+from project.sources import inflight, placeholder_names
 from reports import runner
 from reports.models import QueryLog, Report, json_safe
 from reports.services import find_panel, prepare, visible_report
@@ -163,12 +164,16 @@ async def report_detail(request: HttpRequest, slug: str) -> ReportDetail:
 @router.get("/{slug}/run", response={200: ReportRunOut, 400: FilterErrors}, summary="Run every panel at once")
 async def run_report(request: HttpRequest, slug: str, fresh: bool = False) -> Any:
     """Each panel's rows or error, with timings; one panel failing or timing out leaves the others intact."""
+    await acheck(request, "report-run")
+    if fresh:
+        await acheck(request, "fresh")
     report = await visible_report(request.auth, slug)
     prepared = await prepare(report, request.GET)
     if not prepared.state.is_valid:
         return _filter_errors(prepared.state.errors)
     started = time.perf_counter()
-    runs = await runner.run_report(prepared.panels, prepared.state.params(), fresh=fresh)
+    with inflight.labelled(f"report {report.slug}", who=request.auth.get_username()):
+        runs = await runner.run_report(prepared.panels, prepared.state.params(), fresh=fresh)
     duration = round((time.perf_counter() - started) * 1000, 1)
     await runner.record(runs, user_id=request.auth.pk, report_id=report.pk, trigger=QueryLog.Trigger.API)
     return ReportRunOut(
@@ -194,18 +199,23 @@ async def run_report(request: HttpRequest, slug: str, fresh: bool = False) -> An
 )
 async def run_panel(request: HttpRequest, slug: str, panel_id: int, fresh: bool = False) -> Any:
     """The panel's result; a failed run answers with its error's status (504 for a timeout)."""
+    if fresh:
+        await acheck(request, "fresh")
     report = await visible_report(request.auth, slug)
     panel = find_panel(report, panel_id)
     prepared = await prepare(report, request.GET)
     if not prepared.state.is_valid:
         return _filter_errors(prepared.state.errors)
-    run = await runner.run_panel(panel, prepared.state.params(), fresh=fresh)
+    with inflight.labelled(f"report {report.slug}", who=request.auth.get_username()):
+        run = await runner.run_panel(panel, prepared.state.params(), fresh=fresh)
     await runner.record([run], user_id=request.auth.pk, report_id=report.pk, trigger=QueryLog.Trigger.API)
     return Status(run.error["status"] if run.error else 200, PanelRunOut(**run.as_dict()))
 
 
 @router.get("/{slug}/filters/{name}/options", response=list[Option], summary="A choice filter's options")
 async def filter_options(request: HttpRequest, slug: str, name: str, fresh: bool = False) -> Any:
+    if fresh:
+        await acheck(request, "fresh")
     report = await visible_report(request.auth, slug)
     item = next((item for item in report.filters.all() if item.name == name), None)
     if item is None:

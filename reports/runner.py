@@ -23,7 +23,8 @@ from typing import Any, TypedDict
 from django.conf import settings
 
 from project import cache
-from project.sources import SourceError, SourceTimeout
+from project.db import release_connection
+from project.sources import SourceError, SourceTimeout, inflight
 from reports.filters import Options
 from reports.models import DataSource, Filter, Panel, QueryLog, json_safe
 
@@ -132,6 +133,17 @@ async def _query(panel: Panel, params: dict[str, Any]) -> dict[str, Any]:
 
 async def run_panel(panel: Panel, params: dict[str, Any], *, fresh: bool = False) -> PanelRun:
     """Run (or reuse) one panel; errors are returned on the run, never raised."""
+    await release_connection()
+    return await _run_panel(panel, params, fresh=fresh)
+
+
+async def _run_panel(panel: Panel, params: dict[str, Any], *, fresh: bool = False) -> PanelRun:
+    what, who = inflight.current()
+    with inflight.labelled(f"{what} / {panel.title}" if what else f"panel {panel.title}", who=who):
+        return await _run_panel_labelled(panel, params, fresh=fresh)
+
+
+async def _run_panel_labelled(panel: Panel, params: dict[str, Any], *, fresh: bool = False) -> PanelRun:
     bound = panel_params(panel, params)
     run = PanelRun(panel.pk, panel.title, panel.visualization, panel.source.connection, bound)
     started = time.perf_counter()
@@ -167,8 +179,9 @@ def _error(exc: SourceError) -> PanelError:
 
 async def run_report(panels: Sequence[Panel], params: dict[str, Any], *, fresh: bool = False) -> list[PanelRun]:
     """Every panel at once; results in the panels' order."""
+    await release_connection()
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(run_panel(panel, params, fresh=fresh)) for panel in panels]
+        tasks = [group.create_task(_run_panel(panel, params, fresh=fresh)) for panel in panels]
     return [task.result() for task in tasks]
 
 
@@ -177,9 +190,10 @@ async def iter_report(
 ) -> AsyncIterator[PanelRun]:
     """Each panel's run as soon as it finishes. Closing the iterator cancels the rest."""
     done: asyncio.Queue[PanelRun] = asyncio.Queue()
+    await release_connection()
 
     async def run_into_queue(panel: Panel) -> None:
-        done.put_nowait(await run_panel(panel, params, fresh=fresh))
+        done.put_nowait(await _run_panel(panel, params, fresh=fresh))
 
     async with asyncio.TaskGroup() as group:
         for panel in panels:

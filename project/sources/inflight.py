@@ -45,6 +45,11 @@ def labelled(what: str, who: str = "") -> Iterator[None]:
         _label.reset(token)
 
 
+def current() -> tuple[str, str]:
+    """The (what, who) label of the work in progress."""
+    return _label.get()
+
+
 @dataclass
 class Running:
     id: str

@@ -51,3 +51,19 @@ def test_it_publishes_the_reports_endpoints_in_the_openapi_document(member_clien
         "/api/reports/{slug}/panels/{panel_id}/run",
         "/api/reports/{slug}/filters/{name}/options",
     } <= set(paths)
+
+
+def test_it_limits_whole_report_runs_per_user(report, member, member_client, settings):
+    from project import ratelimit
+
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "report-run": "2/h"}
+    try:
+        assert member_client.get("/api/reports/claims/run").status_code == 200
+        assert member_client.get("/api/reports/claims/run").status_code == 200
+        refused = member_client.get("/api/reports/claims/run")
+        assert refused.status_code == 429
+        assert int(refused["Retry-After"]) > 0
+        assert member_client.get("/reports/claims/stream/").status_code == 429  # the page's way in counts too
+    finally:
+        ratelimit.reset("report-run", f"user:{member.pk}")
+    assert member_client.get("/api/reports/claims/run").status_code == 200
