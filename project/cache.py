@@ -283,6 +283,11 @@ def invalidate(namespace: str) -> int:
         cache.set(key, 1, None)
         generation = 1
     STATS[namespace].keys.clear()
+    if generation is None:
+        # The cache is down (django-redis ignores the error): there is nothing to invalidate,
+        # and the save that asked for it must not fail.
+        logger.warning("cache down: could not invalidate %s", namespace)
+        return 0
     return int(generation)
 
 

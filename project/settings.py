@@ -157,6 +157,10 @@ FANOUT_SOURCES: dict[str, dict[str, Any]] = {
         # work here instead of exhausting threads (DESIGN.md, decision 2).
         "pool_size": positive_int("SNOWFLAKE_POOL_SIZE", 8),
         "login_timeout": positive_float("SNOWFLAKE_LOGIN_TIMEOUT", 10.0),
+        # Bounds every HTTP request of a session, retries included (an abort sent to a
+        # warehouse that went away would otherwise retry for minutes on an executor thread).
+        # Snowflake answers a long query with "in progress" well within it and is polled.
+        "network_timeout": positive_float("SNOWFLAKE_NETWORK_TIMEOUT", 60.0),
     },
 }
 
@@ -201,6 +205,10 @@ TPA_STAGE_TIMEOUT = positive_float("TPA_STAGE_TIMEOUT", 120.0)
 TPA_PROCEDURE_TIMEOUT = positive_float("TPA_PROCEDURE_TIMEOUT", 900.0)
 TPA_PREVIEW_TIMEOUT = positive_float("TPA_PREVIEW_TIMEOUT", 15.0)
 TPA_SYNC_MAX_WAIT = positive_float("TPA_SYNC_MAX_WAIT", 300.0)
+# A running pipeline run beats every TPA_HEARTBEAT_SECONDS; one silent for
+# TPA_WORKER_LOST_AFTER (or whose worker process is gone) is marked failed, to be retried.
+TPA_HEARTBEAT_SECONDS = positive_float("TPA_HEARTBEAT_SECONDS", 15.0)
+TPA_WORKER_LOST_AFTER = positive_float("TPA_WORKER_LOST_AFTER", 120.0)
 # Uploads go to a temporary file from the first byte: a claim file is never held whole in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

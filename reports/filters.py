@@ -26,6 +26,9 @@ from reports.models import Filter
 RELATIVE_DATE = re.compile(r"^(?:today)?\s*(?P<sign>[+-])\s*(?P<days>\d+)\s*d$|^today$", re.IGNORECASE)
 NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 TEXT_LIMIT = 200
+# Nothing a person types into a filter (tabs and line breaks pass); Postgres also refuses
+# NUL in text and JSON, so it would fail the query log.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 Options = list[tuple[str, str]]
 
@@ -172,6 +175,8 @@ def _typed(item: Filter, raw: list[str], options: Options | None) -> Any:
         case Filter.Kind.TEXT:
             if len(present[0]) > TEXT_LIMIT:
                 raise ValueError(f"At most {TEXT_LIMIT} characters")
+            if CONTROL.search(present[0]):
+                raise ValueError("Control characters (such as NUL) are not allowed")
             return present[0]
         case Filter.Kind.CHOICE | Filter.Kind.MULTI_CHOICE:
             if options is not None:

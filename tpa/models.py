@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import os
 import re
+import socket
 from typing import Any
 
 from django.conf import settings
@@ -268,6 +271,11 @@ class PipelineRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker executing the run ("<host>:<pid>") and when it last said it was alive: a
+    # worker killed mid-run writes nothing more, and without these the run would show
+    # "running" forever (tpa.pipeline.recover_abandoned marks such runs failed).
+    worker = models.CharField(max_length=120, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     objects = PipelineRunQuerySet.as_manager()
 
@@ -283,6 +291,34 @@ class PipelineRun(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("tpa:run", args=[self.tpa.code, self.pk])
+
+    def lost_worker(self, stale_after: float, now: datetime.datetime) -> str:
+        """Why a running run has lost its worker, or "" while it has one: the worker's process
+        is gone (seen from the same host), or no heartbeat came for `stale_after` seconds."""
+        if self.status != RunStatus.RUNNING:
+            return ""
+        host, _, pid = self.worker.rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+            return f"its process {pid} on {host} is gone"
+        seen = self.heartbeat_at or self.started_at or self.created_at
+        if seen is not None and (now - seen).total_seconds() > stale_after:
+            return f"no heartbeat from {self.worker or 'it'} since {seen:%Y-%m-%d %H:%M:%S} UTC"
+        return ""
+
+
+def worker_name() -> str:
+    """This process as a run's `worker`: "<host>:<pid>"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 class Step(models.TextChoices):

@@ -7,17 +7,26 @@ failing call marks its step failed with the database's message, the files failed
 the later steps skipped; earlier steps stay as they were. Every procedure is idempotent
 (load history, MERGE on the claim key, delete-and-insert per TPA), so re-running after a
 fix gives the same rows as a clean run.
+
+A worker that dies mid-run (killed, out of memory, its machine gone) writes nothing more,
+so a running run records its worker and a heartbeat; `recover_abandoned` (run by each
+task as it starts, by `manage.py tpa_recover`, and by `load_run` for the run a page or the
+API reads) marks a run whose worker is gone failed, and a new run retries its files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from contextlib import AbstractContextManager
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Prefetch
+from django.tasks import TaskResultStatus
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from project.sources import SourceError, inflight
 from tpa import snowflake
@@ -32,6 +41,7 @@ from tpa.models import (
     Step,
     StepStatus,
     Tpa,
+    worker_name,
 )
 from tpa.staging import Refused
 
@@ -40,6 +50,19 @@ logger = logging.getLogger(__name__)
 
 class StepFailed(Exception):
     pass
+
+
+class WorkerLost(Exception):
+    """Recorded on the task of a run whose worker stopped (see recover)."""
+
+
+def heartbeat_seconds() -> float:
+    return settings.TPA_HEARTBEAT_SECONDS
+
+
+def worker_lost_after() -> float:
+    """Seconds without a heartbeat after which a run's worker counts as gone."""
+    return settings.TPA_WORKER_LOST_AFTER
 
 
 async def start_run(tpa: Tpa, user: Any, *, enqueue: bool = True) -> PipelineRun:
@@ -71,7 +94,15 @@ async def start_run(tpa: Tpa, user: Any, *, enqueue: bool = True) -> PipelineRun
 
 
 async def load_run(run_id: int) -> PipelineRun:
-    """A run with its TPA, steps and files, for pages and the API (three queries)."""
+    """A run with its TPA, steps and files, for pages and the API (three queries). A running
+    run whose worker is gone is marked failed first: no page shows it running forever."""
+    run = await _fetch_run(run_id)
+    if (why := run.lost_worker(worker_lost_after(), timezone.now())) and await recover(run, why):
+        run = await _fetch_run(run_id)
+    return run
+
+
+async def _fetch_run(run_id: int) -> PipelineRun:
     return await PipelineRun.objects.select_related("tpa", "triggered_by").prefetch_related(
         Prefetch("steps", queryset=PipelineStep.objects.order_by("position")),
         Prefetch("files", queryset=IngestionFile.objects.order_by("uploaded_at", "id")),
@@ -87,7 +118,9 @@ async def execute_run(run_id: int) -> PipelineRun:
     steps = {step.name: step for step in run.steps.all()}
     files = list(run.files.all())
     run.status, run.started_at = RunStatus.RUNNING, timezone.now()
-    await run.asave(update_fields=["status", "started_at"])
+    run.worker, run.heartbeat_at = worker_name(), run.started_at
+    await run.asave(update_fields=["status", "started_at", "worker", "heartbeat_at"])
+    heartbeat = _keep_alive(run.pk)
     try:
         with _labelled(run, Step.BRONZE):
             await _step(steps[Step.BRONZE], _bronze(files))
@@ -107,9 +140,39 @@ async def execute_run(run_id: int) -> PipelineRun:
                 await file.asave(update_fields=["status", "error", "updated_at"])
     else:
         run.status = RunStatus.SUCCEEDED
+    finally:
+        heartbeat.cancel()
     run.finished_at = timezone.now()
-    await run.asave(update_fields=["status", "error", "finished_at", "mapping_snapshot"])
+    ours = await PipelineRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).aupdate(
+        status=run.status, error=run.error, finished_at=run.finished_at, mapping_snapshot=run.mapping_snapshot
+    )
+    if not ours:  # marked failed meanwhile by `recover`: that record stands
+        return await _fetch_run(run.pk)
     return run
+
+
+def _keep_alive(run_id: int) -> asyncio.Task[None]:
+    """Refresh the run's heartbeat until cancelled. If another process has marked the run
+    failed meanwhile (the heartbeat was late), stop this execution: a retry may be running."""
+    owner = asyncio.current_task()
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(heartbeat_seconds())
+            try:
+                alive = await PipelineRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).aupdate(
+                    heartbeat_at=timezone.now()
+                )
+            except Exception:
+                logger.warning("could not record the heartbeat of run %s", run_id, exc_info=True)
+                continue
+            if not alive:
+                logger.warning("run %s was marked failed by another process; stopping it here", run_id)
+                if owner is not None:
+                    owner.cancel(msg="the run was marked failed because its heartbeat was late")
+                return
+
+    return asyncio.ensure_future(beat())
 
 
 def _labelled(run: PipelineRun, step: Step) -> AbstractContextManager[None]:
@@ -198,3 +261,73 @@ async def wait_for(run_id: int, timeout: float, interval: float = 0.25) -> Pipel
         if run.finished or loop.time() >= deadline:
             return run
         await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
+
+
+# --- runs whose worker is gone --------------------------------------------------------------
+
+
+async def recover(run: PipelineRun, why: str) -> bool:
+    """Mark a run whose worker is gone failed, as a failing step would have: the step it was
+    in failed, later steps skipped, its files failed (so the next run takes them again), and
+    its task failed. False when the run changed meanwhile (it finished, or was recovered)."""
+    now = timezone.now()
+    current = await PipelineStep.objects.filter(run=run, status=StepStatus.RUNNING).order_by("position").afirst()
+    where = f"during {current.name}" if current else "before its first step"
+    message = f"The worker stopped {where} ({why}); start a new run to retry: every step is safe to repeat."
+    if not await PipelineRun.objects.filter(pk=run.pk, status=run.status).aupdate(
+        status=RunStatus.FAILED, error=message, finished_at=now
+    ):
+        return False
+    logger.warning("run %s of %s: %s", run.pk, run.tpa_id, message)
+    await PipelineStep.objects.filter(run=run, status=StepStatus.RUNNING).aupdate(
+        status=StepStatus.FAILED, error=message, finished_at=now
+    )
+    await PipelineStep.objects.filter(run=run, status=StepStatus.PENDING).aupdate(status=StepStatus.SKIPPED)
+    await IngestionFile.objects.filter(runs=run).exclude(status=FileStatus.FAILED).aupdate(
+        status=FileStatus.FAILED, error=message, updated_at=now
+    )
+    if run.task_id:
+        await DBTaskResult.objects.filter(
+            pk=run.task_id, status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING]
+        ).aupdate(
+            status=TaskResultStatus.FAILED,
+            finished_at=now,
+            exception_class_path=f"{WorkerLost.__module__}.{WorkerLost.__qualname__}",
+            traceback=message,
+        )
+    run.status, run.error, run.finished_at = RunStatus.FAILED, message, now
+    return True
+
+
+async def recover_abandoned(*, lost_after: float | None = None) -> list[PipelineRun]:
+    """Mark failed every run whose worker is gone; the runs it marked.
+
+    Running runs: their worker's process is gone (same host) or its heartbeat is older than
+    `lost_after` seconds. Queued runs: their task ended without running them, or a worker
+    claimed the task `lost_after` seconds ago and never started the run.
+    """
+    lost_after = worker_lost_after() if lost_after is None else lost_after
+    now = timezone.now()
+    recovered: list[PipelineRun] = []
+    async for run in PipelineRun.objects.filter(status=RunStatus.RUNNING).select_related("tpa"):
+        if (why := run.lost_worker(lost_after, now)) and await recover(run, why):
+            recovered.append(run)
+    queued = {
+        run.task_id: run
+        async for run in PipelineRun.objects.filter(status=RunStatus.QUEUED).exclude(task_id="").select_related("tpa")
+    }
+    if queued:
+        async for task in DBTaskResult.objects.filter(pk__in=list(queued)):
+            why = ""
+            if task.status in (TaskResultStatus.FAILED, TaskResultStatus.SUCCESSFUL):
+                why = f"its task ended {task.status.lower()} without running it"
+            elif task.status == TaskResultStatus.RUNNING and _older(task.started_at, lost_after, now):
+                why = f"a worker took its task at {task.started_at:%Y-%m-%d %H:%M:%S} UTC and never started it"
+            run = queued[str(task.pk)]
+            if why and await recover(run, why):
+                recovered.append(run)
+    return recovered
+
+
+def _older(moment: datetime.datetime | None, seconds: float, now: datetime.datetime) -> bool:
+    return moment is not None and (now - moment).total_seconds() > seconds

@@ -88,6 +88,8 @@ class SnowflakeSource:
             "database": self.config["database"],
             "schema": self.config["schema"],
             "login_timeout": self.config["login_timeout"],
+            "network_timeout": self.config.get("network_timeout", 60.0),
+            "socket_timeout": self.config.get("network_timeout", 60.0),
             # Server-side binding: `?` placeholders travel as bindings, never as SQL text.
             "paramstyle": "qmark",
             "application": "Fanout",
