@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -78,3 +81,26 @@ def close_stray_connections(django_db_setup: None, django_db_blocker) -> Iterato
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+_exit_status = 0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Exit with pytest's status once it has reported, without waiting for other threads.
+
+    A test that pytest-timeout stops while it waits in async_to_sync leaves that call's
+    event loop thread behind, and Python would wait for it at exit forever: CI must end.
+    (Idle executor threads, the sources' among them, are also non-daemon: no message.)
+    """
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status)
