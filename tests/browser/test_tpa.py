@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from playwright.sync_api import expect
+
+from tests.tpa.conftest import claims_file, deployed, make_tpa  # noqa: F401 (fixtures)
+from tpa.models import PipelineRun
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
+    browser, server_url, owner, make_tpa, tmp_path  # noqa: F811
+) -> None:
+    tpa = make_tpa()
+    client = Client()
+    client.force_login(owner)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": server_url}])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(f"{server_url}/tpa/{tpa.code}/")
+    upload = tmp_path / "claims-2026-01.csv"
+    upload.write_bytes(claims_file(rows=20).getvalue())
+    page.set_input_files("input[name=file]", str(upload))
+    page.get_by_role("button", name="Upload to the stage").click()
+    expect(page.locator(".messages")).to_contain_text("20 rows")
+
+    page.get_by_role("button", name="Run the pipeline on waiting files").click()
+    page.wait_for_url(f"**/tpa/{tpa.code}/runs/*/")
+    expect(page.locator("main")).to_contain_text("queued")
+
+    # The real worker, in its own process (this thread runs Playwright's event loop).
+    db = settings.DATABASES["default"]
+    subprocess.run(
+        [sys.executable, "manage.py", "db_worker", "--batch", "--no-reload", "--no-startup-delay", "--interval", "0.1"],
+        env={**os.environ, "DATABASE_URL": f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"},
+        cwd=settings.BASE_DIR,
+        check=True,
+        timeout=120,
+    )
+
+    expect(page.locator("main")).to_contain_text("succeeded", timeout=20_000)
+    steps = page.locator("table").first
+    for step in ("bronze", "silver", "gold"):
+        expect(steps).to_contain_text(step)
+    run = PipelineRun.objects.get(tpa=tpa)
+    assert {step.name: step.rows for step in run.steps.all()}["silver"] == 20
+
+    page.goto(f"{server_url}/tpa/{tpa.code}/")
+    expect(page.locator("main")).to_contain_text("transformed")
+    expect(page.locator("main")).to_contain_text("SERVICE_MONTH", timeout=20_000)  # the gold preview
+    assert errors == []
+    context.close()
