@@ -18,7 +18,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from project import devservices
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -212,17 +213,7 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], workers: int, secon
 
 def stop(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
     """SIGTERM the server's process group (a clean exit runs its atexit hooks), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        print(f"the server (pid {process.pid}) did not stop within {grace:g} s; killing it", file=sys.stderr)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+    devservices.stop(process, f"the server (pid {process.pid})", grace)
 
 
 # --- figures -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import re
 import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection
-from django.db.utils import DataError
 from django.test import Client
 
 from reports.models import Filter, Report

@@ -4,33 +4,14 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import Permission, User
-from django.core.cache import cache as django_cache
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from project import cache
 
-
-@pytest.fixture(autouse=True)
-def clean_cache() -> Iterator[None]:
-    cache.flush_stats()
-    django_cache.clear()
-    warmers = dict(cache._warmers)
-    yield
-    # Put back what the apps registered; tests register warmers of their own.
-    cache._warmers.clear()
-    cache._warmers.update(warmers)
-    django_cache.clear()
-
-
-@pytest.fixture
-def cache_admin(owner: User) -> User:
-    owner.user_permissions.add(Permission.objects.get(codename="control_cache"))
-    return owner
+pytestmark = pytest.mark.usefixtures("clean_cache")
 
 
 def shared_cache(settings) -> None:
