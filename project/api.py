@@ -23,7 +23,41 @@ from project.ratelimit import RateLimited, acheck, wants_fresh
 from project.sources import SourceError, inflight
 from project.tokens import AuthServerUnavailable, bearer
 
-api = NinjaAPI(
+# What any operation may answer besides its own documented results: the shared error
+# handlers below (and django-ninja's validation and authentication) produce these.
+COMMON_ERRORS = {
+    "400": "The request's values are wrong (the message says which).",
+    "401": "No valid session or bearer token.",
+    "403": "Signed in, but not allowed to do this.",
+    "404": "No such object (or not one you may see).",
+    "409": "Conflicts with the object's state (for instance a run already in progress).",
+    "422": "The request, or the database, refused the statement.",
+    "429": "Past the rate limit: retry after the Retry-After seconds.",
+    "503": "A data source or the auth server is unavailable.",
+    "504": "A data source did not answer within its deadline.",
+}
+
+
+class FanoutAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None) -> Any:
+        """The generated document, with the error answers every operation can give declared,
+        so clients (and schemathesis) know them."""
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        error = {"type": "object", "properties": {"detail": {"title": "Detail"}}, "required": ["detail"]}
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = error
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in COMMON_ERRORS.items():
+                    responses.setdefault(
+                        status,
+                        {"description": description,
+                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                    )
+        return schema
+
+
+api = FanoutAPI(
     title="Fanout API",
     version="1",
     description="Reports whose panels run in parallel, and the TPA pipeline.",
