@@ -220,6 +220,10 @@ class SnowflakeSource:
             return QueryError(self.name, message)
         return SourceUnavailable(self.name, message.splitlines()[0] if message else type(exc).__name__)
 
+    def _check_read_only(self, keyword: str) -> None:
+        if keyword not in READ_ONLY_KEYWORDS:
+            raise QueryError(self.name, "report queries are read-only: only SELECT, WITH, SHOW and DESCRIBE may run")
+
     # --- the public interface -----------------------------------------------------------
 
     async def execute(
@@ -236,8 +240,8 @@ class SnowflakeSource:
         max_rows = max_rows or settings.SOURCE_MAX_ROWS
         statement, values = to_qmark(self.name, sql, params)
         keyword = statement_keyword(statement)
-        if read_only and keyword not in READ_ONLY_KEYWORDS:
-            raise QueryError(self.name, "report queries are read-only: only SELECT, WITH, SHOW and DESCRIBE may run")
+        if read_only:
+            self._check_read_only(keyword)
 
         def work(cursor: Any, left: float, execute_kwargs: dict[str, Any]) -> QueryResult:
             start = time.perf_counter()
@@ -266,8 +270,7 @@ class SnowflakeSource:
         """Yield (columns, rows) batches; the whole export shares one deadline."""
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         statement, values = to_qmark(self.name, sql, params)
-        if statement_keyword(statement) not in READ_ONLY_KEYWORDS:
-            raise QueryError(self.name, "report queries are read-only: only SELECT, WITH, SHOW and DESCRIBE may run")
+        self._check_read_only(statement_keyword(statement))
         batches: queue.Queue[tuple[list[str], list[tuple[Any, ...]]] | None] = queue.Queue(maxsize=2)
         stop = threading.Event()
 
