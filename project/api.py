@@ -51,8 +51,10 @@ class FanoutAPI(NinjaAPI):
                 for status, description in COMMON_ERRORS.items():
                     responses.setdefault(
                         status,
-                        {"description": description,
-                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                        {
+                            "description": description,
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                        },
                     )
         return schema
 

@@ -94,8 +94,19 @@ def start_emulator(data_dir: Path, stack: ExitStack) -> int:
     (data_dir / "snowflake").mkdir(parents=True, exist_ok=True)
     process = stack.enter_context(
         child(
-            [PYTHON, "-m", "project.emulator", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(data_dir / "snowflake"), "--log-level", "warning"],
+            [
+                PYTHON,
+                "-m",
+                "project.emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir / "snowflake"),
+                "--log-level",
+                "warning",
+            ],
             "snowflake emulator",
         )
     )
@@ -110,8 +121,21 @@ def start_redis(data_dir: Path, stack: ExitStack) -> int | None:
     port = free_port()
     process = stack.enter_context(
         child(
-            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(data_dir), "--loglevel", "warning"],
+            [
+                redis_server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data_dir),
+                "--loglevel",
+                "warning",
+            ],
             "redis",
             log=data_dir / "redis.log",
         )
@@ -127,8 +151,14 @@ def start_services(data_dir: Path, stack: ExitStack, *, redis: bool) -> dict[str
         env["DATABASE_URL"] = start_postgres(data_dir, stack)
     if not os.environ.get("SNOWFLAKE_HOST"):
         port = start_emulator(data_dir, stack)
-        env.update(SNOWFLAKE_HOST="127.0.0.1", SNOWFLAKE_PORT=str(port), SNOWFLAKE_PROTOCOL="http",
-                   SNOWFLAKE_ACCOUNT="fakesnow", SNOWFLAKE_USER="fake", SNOWFLAKE_PASSWORD="snow")
+        env.update(
+            SNOWFLAKE_HOST="127.0.0.1",
+            SNOWFLAKE_PORT=str(port),
+            SNOWFLAKE_PROTOCOL="http",
+            SNOWFLAKE_ACCOUNT="fakesnow",
+            SNOWFLAKE_USER="fake",
+            SNOWFLAKE_PASSWORD="snow",
+        )
         print(f"snowflake emulator: http://127.0.0.1:{port}", flush=True)
     if redis and not os.environ.get("REDIS_URL") and (port := start_redis(data_dir, stack)):
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
@@ -164,8 +194,20 @@ def demo(data_dir: Path) -> int:
         manage("demo_setup")
         worker = stack.enter_context(child([PYTHON, str(BASE_DIR / "manage.py"), "db_worker"], "task worker"))
         web = stack.enter_context(
-            child([PYTHON, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", port,
-                   "--no-access-log"], "web")
+            child(
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "project.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    port,
+                    "--no-access-log",
+                ],
+                "web",
+            )
         )
         wait_for_port(int(port), web, "web")
         print(f"\nFanout is ready on http://127.0.0.1:{port}  (Ctrl-C stops everything)\n", flush=True)

@@ -12,8 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from project.sources.errors import SourceError
 
@@ -32,14 +31,18 @@ SOURCE_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 POOL_SIZE = Gauge(
-    "fanout_source_pool_size", "Configured connections (and executor threads) per source.", ["source"],
+    "fanout_source_pool_size",
+    "Configured connections (and executor threads) per source.",
+    ["source"],
     multiprocess_mode="livesum",
 )
 POOL_IN_USE = Gauge(
     "fanout_source_pool_in_use", "Calls running on a source right now.", ["source"], multiprocess_mode="livesum"
 )
 POOL_WAITING = Gauge(
-    "fanout_source_pool_waiting", "Calls waiting for a connection or executor slot.", ["source"],
+    "fanout_source_pool_waiting",
+    "Calls waiting for a connection or executor slot.",
+    ["source"],
     multiprocess_mode="livesum",
 )
 

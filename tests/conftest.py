@@ -6,8 +6,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.test import AsyncClient, Client
 
 PASSWORD = "correct horse battery staple"

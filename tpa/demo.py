@@ -94,7 +94,11 @@ def claims_schema() -> TargetSchema:
     schema, _ = TargetSchema.objects.get_or_create(
         name="CLAIMS",
         version=1,
-        defaults={"table_name": "CLAIMS", "key_column": "CLAIM_ID", "description": "Medical claim lines, one per claim."},
+        defaults={
+            "table_name": "CLAIMS",
+            "key_column": "CLAIM_ID",
+            "description": "Medical claim lines, one per claim.",
+        },
     )
     for position, (name, data_type, required) in enumerate(CLAIMS_COLUMNS):
         TargetColumn.objects.update_or_create(

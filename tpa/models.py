@@ -18,7 +18,9 @@ from django.urls import reverse
 # Identifiers that reach Snowflake SQL: upper case, no quoting ever needed.
 IDENTIFIER = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
 identifier_validator = RegexValidator(IDENTIFIER, "Use A-Z, 0-9 and _, starting with a letter (upper case).")
-tpa_code_validator = RegexValidator(r"^[A-Z][A-Z0-9_]{1,19}$", "2-20 characters: A-Z, 0-9 and _, starting with a letter.")
+tpa_code_validator = RegexValidator(
+    r"^[A-Z][A-Z0-9_]{1,19}$", "2-20 characters: A-Z, 0-9 and _, starting with a letter."
+)
 # Snowflake date format elements the date transform accepts.
 DATE_FORMAT = re.compile(r"^(?:YYYY|YY|MM|MON|DD|HH24|MI|SS|[-/. :])+$")
 # Bronze keeps source columns by position in C01..C40 (tpa/snowflake/001_objects.sql).

@@ -103,10 +103,14 @@ async def load_run(run_id: int) -> PipelineRun:
 
 
 async def _fetch_run(run_id: int) -> PipelineRun:
-    return await PipelineRun.objects.select_related("tpa", "triggered_by").prefetch_related(
-        Prefetch("steps", queryset=PipelineStep.objects.order_by("position")),
-        Prefetch("files", queryset=IngestionFile.objects.order_by("uploaded_at", "id")),
-    ).aget(pk=run_id)
+    return (
+        await PipelineRun.objects.select_related("tpa", "triggered_by")
+        .prefetch_related(
+            Prefetch("steps", queryset=PipelineStep.objects.order_by("position")),
+            Prefetch("files", queryset=IngestionFile.objects.order_by("uploaded_at", "id")),
+        )
+        .aget(pk=run_id)
+    )
 
 
 async def execute_run(run_id: int) -> PipelineRun:
@@ -283,8 +287,10 @@ async def recover(run: PipelineRun, why: str) -> bool:
         status=StepStatus.FAILED, error=message, finished_at=now
     )
     await PipelineStep.objects.filter(run=run, status=StepStatus.PENDING).aupdate(status=StepStatus.SKIPPED)
-    await IngestionFile.objects.filter(runs=run).exclude(status=FileStatus.FAILED).aupdate(
-        status=FileStatus.FAILED, error=message, updated_at=now
+    await (
+        IngestionFile.objects.filter(runs=run)
+        .exclude(status=FileStatus.FAILED)
+        .aupdate(status=FileStatus.FAILED, error=message, updated_at=now)
     )
     if run.task_id:
         await DBTaskResult.objects.filter(

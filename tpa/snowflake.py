@@ -103,9 +103,7 @@ async def deploy(on_statement: Any = None) -> int:
     for path in deploy_files():
         for statement in split_statements(path.read_text()):
             # A literal % in a SQL file must not be read as a parameter placeholder.
-            result = await _source().execute(
-                statement.replace("%", "%%"), timeout=stage_timeout(), read_only=False
-            )
+            result = await _source().execute(statement.replace("%", "%%"), timeout=stage_timeout(), read_only=False)
             count += 1
             if on_statement:
                 on_statement(path.name, statement, result)
@@ -131,7 +129,9 @@ async def put(local: Path, directory: str, name: str) -> QueryResult:
         result = await _source().execute(statement, timeout=stage_timeout(), read_only=False, file_stream=stream)
     status = str(result.rows[0][6]).upper() if result.rows and len(result.rows[0]) > 6 else "UPLOADED"
     if status != "UPLOADED":
-        raise QueryError("snowflake", f"the stage answered {status} for {directory}/{name}: a file of that name is there")
+        raise QueryError(
+            "snowflake", f"the stage answered {status} for {directory}/{name}: a file of that name is there"
+        )
     return result
 
 
@@ -141,7 +141,9 @@ async def list_stage(prefix: str) -> list[StagedFile]:
     result = await _source().execute(f"LIST @{STAGE}/{prefix}", timeout=stage_timeout())
     root = STAGE.split(".")[-1].lower() + "/"
     return [
-        StagedFile(str(name)[len(root) :] if str(name).lower().startswith(root) else str(name), int(size), md5, str(modified))
+        StagedFile(
+            str(name)[len(root) :] if str(name).lower().startswith(root) else str(name), int(size), md5, str(modified)
+        )
         for name, size, md5, modified in result.rows
     ]
 

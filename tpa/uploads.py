@@ -40,9 +40,11 @@ async def upload(tpa: Tpa, name: str, chunks: Iterable[bytes], user: Any) -> Ing
         header = await asyncio.to_thread(staging.read_header, prepared)
         if problems := header_problems(header, await master_data(tpa.code)):
             raise Refused("The header does not match the field mappings. " + " ".join(problems))
-        if earlier := await IngestionFile.objects.filter(tpa=tpa, sha256=prepared.sha256).exclude(
-            status=FileStatus.FAILED
-        ).afirst():
+        if (
+            earlier := await IngestionFile.objects.filter(tpa=tpa, sha256=prepared.sha256)
+            .exclude(status=FileStatus.FAILED)
+            .afirst()
+        ):
             raise Refused(
                 f"This file was already uploaded as {earlier.original_name} on "
                 f"{timezone.localtime(earlier.uploaded_at):%Y-%m-%d %H:%M} (now {earlier.status}).",

@@ -82,7 +82,16 @@ _UNSUPPORTED_TYPES = {"RESULTSET", "CURSOR", "EXCEPTION"}
 
 # the words that end the type after RETURNS
 _CLAUSE_KEYWORDS = (
-    "NOT", "NULL", "LANGUAGE", "CALLED", "RETURNS", "STRICT", "VOLATILE", "IMMUTABLE", "COMMENT", "EXECUTE"
+    "NOT",
+    "NULL",
+    "LANGUAGE",
+    "CALLED",
+    "RETURNS",
+    "STRICT",
+    "VOLATILE",
+    "IMMUTABLE",
+    "COMMENT",
+    "EXECUTE",
 )
 
 

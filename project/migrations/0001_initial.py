@@ -4,23 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='CacheControl',
+            name="CacheControl",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
             ],
             options={
-                'verbose_name': 'cache',
-                'permissions': [('control_cache', 'Can see and control caches')],
-                'managed': False,
-                'default_permissions': (),
+                "verbose_name": "cache",
+                "permissions": [("control_cache", "Can see and control caches")],
+                "managed": False,
+                "default_permissions": (),
             },
         ),
     ]

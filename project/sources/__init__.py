@@ -1,7 +1,7 @@
 """The data-source layer: one interface for Postgres and Snowflake, typed errors, metrics.
 
-    from project.sources import get_source
-    result = await get_source("snowflake").execute("SELECT ... WHERE tpa = %(tpa)s", {"tpa": "ACME"}, timeout=10)
+from project.sources import get_source
+result = await get_source("snowflake").execute("SELECT ... WHERE tpa = %(tpa)s", {"tpa": "ACME"}, timeout=10)
 """
 
 from __future__ import annotations

@@ -104,13 +104,12 @@ class PostgresSource:
         bound = check_params(self.name, sql, params)
         async with track_call(self.name, "query"):
             start = time.perf_counter()
-            async with self._connection(sql, timeout, read_only) as conn:
-                async with conn.cursor() as cur:
-                    await cur.execute(sql, bound)
-                    columns = [column.name for column in cur.description or []]
-                    rows = await cur.fetchmany(max_rows + 1) if cur.description else []
-                    row_count = min(len(rows), max_rows) if cur.description else cur.rowcount
-                    query_id = str(conn.info.backend_pid)
+            async with self._connection(sql, timeout, read_only) as conn, conn.cursor() as cur:
+                await cur.execute(sql, bound)
+                columns = [column.name for column in cur.description or []]
+                rows = await cur.fetchmany(max_rows + 1) if cur.description else []
+                row_count = min(len(rows), max_rows) if cur.description else cur.rowcount
+                query_id = str(conn.info.backend_pid)
             truncated = len(rows) > max_rows
             return QueryResult(
                 source=self.name,
@@ -128,13 +127,12 @@ class PostgresSource:
         """Yield (columns, rows) batches from a server-side cursor, so memory stays flat."""
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         bound = check_params(self.name, sql, params)
-        async with track_call(self.name, "stream"):
-            async with self._connection(sql, timeout, read_only=True) as conn:
-                async with conn.cursor(name="fanout_stream") as cur:
-                    await cur.execute(sql, bound)
-                    columns = [column.name for column in cur.description or []]
-                    while batch := await cur.fetchmany(batch_size):
-                        yield columns, [tuple(row) for row in batch]
+        async with track_call(self.name, "stream"), self._connection(sql, timeout, read_only=True) as conn:
+            async with conn.cursor(name="fanout_stream") as cur:
+                await cur.execute(sql, bound)
+                columns = [column.name for column in cur.description or []]
+                while batch := await cur.fetchmany(batch_size):
+                    yield columns, [tuple(row) for row in batch]
 
     @asynccontextmanager
     async def _connection(
@@ -162,9 +160,7 @@ class PostgresSource:
                         await conn.execute(
                             pgsql.SQL("SET LOCAL statement_timeout = {}").format(pgsql.Literal(int(timeout * 1000)))
                         )
-                        running = inflight.start(
-                            self.name, self.kind, sql, timeout, backend_pid=conn.info.backend_pid
-                        )
+                        running = inflight.start(self.name, self.kind, sql, timeout, backend_pid=conn.info.backend_pid)
                         await inflight.publish(running)
                         try:
                             yield conn
@@ -184,7 +180,9 @@ class PostgresSource:
                 raise SourceTimeout(self.name, timeout) from exc
             raise QueryCancelled(self.name) from exc
         except PoolTimeout as exc:
-            raise SourceUnavailable(self.name, f"all connections busy or failing for {self.config['pool_timeout']:g} s") from exc
+            raise SourceUnavailable(
+                self.name, f"all connections busy or failing for {self.config['pool_timeout']:g} s"
+            ) from exc
         except psycopg.OperationalError as exc:
             raise SourceUnavailable(self.name, _first_line(exc) or "connection failed") from exc
         except psycopg.errors.ReadOnlySqlTransaction as exc:

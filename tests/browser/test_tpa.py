@@ -16,7 +16,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
-    browser, server_url, owner, make_tpa, tmp_path  # noqa: F811
+    browser,
+    server_url,
+    owner,
+    make_tpa,
+    tmp_path,  # noqa: F811
 ) -> None:
     tpa = make_tpa()
     client = Client()
@@ -42,7 +46,10 @@ def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
     db = settings.DATABASES["default"]
     subprocess.run(
         [sys.executable, "manage.py", "db_worker", "--batch", "--no-reload", "--no-startup-delay", "--interval", "0.1"],
-        env={**os.environ, "DATABASE_URL": f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"},
+        env={
+            **os.environ,
+            "DATABASE_URL": f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}",
+        },
         cwd=settings.BASE_DIR,
         check=True,
         timeout=120,

@@ -69,8 +69,21 @@ class Redis(Service):
     name = "redis"
 
     def command(self) -> list[str]:
-        return [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.directory), "--loglevel", "warning"]
+        return [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+            "--loglevel",
+            "warning",
+        ]
 
     @property
     def url(self) -> str:
@@ -85,12 +98,31 @@ class Emulator(Service):
     def command(self) -> list[str]:
         data = self.directory / "snowflake"
         data.mkdir(exist_ok=True)
-        return [sys.executable, "-m", "project.emulator", "--host", "127.0.0.1", "--port", str(self.port),
-                "--data-dir", str(data), "--log-level", "warning"]
+        return [
+            sys.executable,
+            "-m",
+            "project.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data),
+            "--log-level",
+            "warning",
+        ]
 
     def source_config(self, base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-        return {**base, "host": "127.0.0.1", "port": self.port, "protocol": "http", "account": "fakesnow",
-                "user": "fake", "password": "snow", **overrides}
+        return {
+            **base,
+            "host": "127.0.0.1",
+            "port": self.port,
+            "protocol": "http",
+            "account": "fakesnow",
+            "user": "fake",
+            "password": "snow",
+            **overrides,
+        }
 
 
 @pytest.fixture

@@ -96,4 +96,3 @@ def test_it_saves_master_data_while_redis_is_down(on_redis: Redis) -> None:
     # The save's on_commit invalidation of tpa-list / master-data must not fail the save.
     tpa = make_tpa("BETA")
     assert Tpa.objects.filter(pk=tpa.pk).exists()
-

@@ -104,7 +104,10 @@ SESSION_HELD = textwrap.dedent(
 def test_it_answers_unavailable_from_a_source_that_held_a_session_before_the_outage(on_emulator: Emulator) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", SESSION_HELD, str(on_emulator.port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
     )
     try:
         assert child.stdout is not None and child.stdin is not None
@@ -137,7 +140,9 @@ def test_it_fails_a_run_clearly_while_snowflake_is_down_and_retries_it_after(
     assert failed["status"] == "failed"
     assert failed["error"].startswith("bronze failed: snowflake is unavailable:"), failed["error"]
     assert [(s["name"], s["status"]) for s in failed["steps"]] == [
-        ("bronze", "failed"), ("silver", "skipped"), ("gold", "skipped")
+        ("bronze", "failed"),
+        ("silver", "skipped"),
+        ("gold", "skipped"),
     ]
     file = IngestionFile.objects.get(tpa=tpa)
     assert file.status == FileStatus.FAILED and "unavailable" in file.error
@@ -157,8 +162,9 @@ def test_it_fails_a_run_clearly_while_snowflake_is_down_and_retries_it_after(
     assert IngestionFile.objects.get(tpa=tpa).status == FileStatus.TRANSFORMED
 
 
-def test_it_records_nothing_when_an_upload_meets_snowflake_down(on_emulator: Emulator, owner_client: Client,
-                                                                make_tpa) -> None:
+def test_it_records_nothing_when_an_upload_meets_snowflake_down(
+    on_emulator: Emulator, owner_client: Client, make_tpa
+) -> None:
     tpa = make_tpa()
     on_emulator.stop()
     response = owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=5)})

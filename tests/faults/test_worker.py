@@ -76,7 +76,11 @@ def start_worker(emulator: Emulator, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as output:
         return subprocess.Popen(
             [sys.executable, "manage.py", "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1"],
-            cwd=BASE_DIR, env=env, stdout=output, stderr=output, start_new_session=True,
+            cwd=BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
         )
 
 
@@ -118,7 +122,9 @@ def test_it_fails_the_run_of_a_killed_worker_and_a_retry_loads_each_row_once(
     assert failed["error"].startswith(f"The worker stopped during gold (its process {worker.pid} on ")
     assert failed["error"].endswith("start a new run to retry: every step is safe to repeat.")
     assert [(s["name"], s["status"]) for s in failed["steps"]] == [
-        ("bronze", "succeeded"), ("silver", "succeeded"), ("gold", "failed")
+        ("bronze", "succeeded"),
+        ("silver", "succeeded"),
+        ("gold", "failed"),
     ]
     page = owner_client.get(f"/tpa/{tpa.code}/runs/{run_id}/").content.decode()
     assert "The worker stopped during gold" in page and "data-poll-url" not in page
@@ -140,13 +146,19 @@ def test_it_fails_the_run_of_a_killed_worker_and_a_retry_loads_each_row_once(
 
 def running_run(tpa: Tpa, *, worker: str, seen_ago: timedelta) -> PipelineRun:
     IngestionFile.objects.create(
-        tpa=tpa, original_name="claims.csv", stage_path=f"{tpa.code.lower()}/2026/01/01/{worker.replace(':', '-')}.csv",
-        size=10, sha256=worker.ljust(64, "0")[:64], row_count=1, columns=["claim_id"],
+        tpa=tpa,
+        original_name="claims.csv",
+        stage_path=f"{tpa.code.lower()}/2026/01/01/{worker.replace(':', '-')}.csv",
+        size=10,
+        sha256=worker.ljust(64, "0")[:64],
+        row_count=1,
+        columns=["claim_id"],
     )
     run = asyncio.run(start_run(tpa, None, enqueue=False))
     seen = timezone.now() - seen_ago
-    PipelineRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, worker=worker, started_at=seen,
-                                                 heartbeat_at=seen)
+    PipelineRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, worker=worker, started_at=seen, heartbeat_at=seen
+    )
     PipelineStep.objects.filter(run=run, name="bronze").update(status=StepStatus.RUNNING, started_at=seen)
     return run
 

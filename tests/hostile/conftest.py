@@ -96,21 +96,44 @@ def secret_objects(owner: User, db: None) -> dict[str, Any]:
     panel = make_panel(report, f"SELECT '{SECRET}' AS secret", title=f"Panel {SECRET}")
     schema = demo.claims_schema()
     tpa = Tpa.objects.create(code="SECRET", name=f"Tpa {SECRET}", target_schema=schema)
-    file = IngestionFile.objects.create(tpa=tpa, original_name=f"{SECRET}.csv", stage_path="secret/2026/01/01/s.csv",
-                                        size=1, sha256="1" * 64, columns=["claim_id"])
+    file = IngestionFile.objects.create(
+        tpa=tpa,
+        original_name=f"{SECRET}.csv",
+        stage_path="secret/2026/01/01/s.csv",
+        size=1,
+        sha256="1" * 64,
+        columns=["claim_id"],
+    )
     run = PipelineRun.objects.create(tpa=tpa, error=f"run {SECRET}")
     run.files.add(file)
-    log = QueryLog.objects.create(report=report, panel=panel, trigger="page", source="postgres", duration_ms=1,
-                                  error=SECRET)
+    log = QueryLog.objects.create(
+        report=report, panel=panel, trigger="page", source="postgres", duration_ms=1, error=SECRET
+    )
     by_model = {
-        "reports_datasource": DataSource.objects.get(name="postgres").pk, "reports_report": report.pk,
-        "reports_panel": panel.pk, "reports_querylog": log.pk, "tpa_targetschema": schema.pk, "tpa_tpa": tpa.pk,
-        "tpa_ingestionfile": file.pk, "tpa_pipelinerun": run.pk, "auth_user": owner.pk,
+        "reports_datasource": DataSource.objects.get(name="postgres").pk,
+        "reports_report": report.pk,
+        "reports_panel": panel.pk,
+        "reports_querylog": log.pk,
+        "tpa_targetschema": schema.pk,
+        "tpa_tpa": tpa.pk,
+        "tpa_ingestionfile": file.pk,
+        "tpa_pipelinerun": run.pk,
+        "auth_user": owner.pk,
     }
     return {
-        "slug": report.slug, "panel_id": panel.pk, "fmt": "csv", "name": "status", "code": tpa.code, "run_id": run.pk,
-        "namespace": "tpa-list", "action": "invalidate", "query_id": "0" * 32, "app_label": "tpa",
-        "content_type_id": ContentType.objects.get_for_model(Report).pk, "id": owner.pk, "by_model": by_model,
+        "slug": report.slug,
+        "panel_id": panel.pk,
+        "fmt": "csv",
+        "name": "status",
+        "code": tpa.code,
+        "run_id": run.pk,
+        "namespace": "tpa-list",
+        "action": "invalidate",
+        "query_id": "0" * 32,
+        "app_label": "tpa",
+        "content_type_id": ContentType.objects.get_for_model(Report).pk,
+        "id": owner.pk,
+        "by_model": by_model,
     }
 
 

@@ -37,8 +37,13 @@ def failures_of(live_app: LiveServer, token: str, mode: GenerationMode, **valida
         operation = result.ok()
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None,
-                             suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+        @hypothesis_settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
         def run(case: schemathesis.Case) -> None:
             case.headers = {**(case.headers or {}), **headers}
             case.call_and_validate(base_url=live_app.url, **validate)
@@ -56,8 +61,9 @@ def test_it_answers_generated_requests_without_errors_or_broken_responses(
 ) -> None:
     # Whether each status is documented is the next test's question; the token is always the
     # staff one here (the outsider's view is tests/hostile/test_access.py).
-    found = failures_of(live_app, staff_token, mode,
-                        excluded_checks=[status_code_conformance, positive_data_acceptance, ignored_auth])
+    found = failures_of(
+        live_app, staff_token, mode, excluded_checks=[status_code_conformance, positive_data_acceptance, ignored_auth]
+    )
     assert not found, "\n\n".join(found)
 
 
@@ -76,11 +82,24 @@ def objects(owner: User, analysts: Group, settings) -> dict[str, object]:
     make_filter(report, "min_paid", Filter.Kind.NUMBER)
     panel = make_panel(report, "SELECT %(status)s::text AS status, %(min_paid)s::numeric AS min_paid, 1 AS n")
     tpa = Tpa.objects.create(code="ACME", name="Acme", target_schema=demo.claims_schema())
-    IngestionFile.objects.create(tpa=tpa, original_name="jan.csv", stage_path="acme/2026/01/01/jan.csv", size=10,
-                                 sha256="0" * 64, row_count=1, columns=["claim_id"])
+    IngestionFile.objects.create(
+        tpa=tpa,
+        original_name="jan.csv",
+        stage_path="acme/2026/01/01/jan.csv",
+        size=10,
+        sha256="0" * 64,
+        row_count=1,
+        columns=["claim_id"],
+    )
     run = asyncio.run(start_run(tpa, owner, enqueue=False))
-    return {"slug": report.slug, "panel_id": panel.pk, "name": "status", "code": tpa.code, "run_id": run.pk,
-            "namespace": "tpa-list"}
+    return {
+        "slug": report.slug,
+        "panel_id": panel.pk,
+        "name": "status",
+        "code": tpa.code,
+        "run_id": run.pk,
+        "namespace": "tpa-list",
+    }
 
 
 def test_it_answers_generated_requests_on_real_objects(
@@ -98,12 +117,18 @@ def test_it_answers_generated_requests_on_real_objects(
         reached.append(operation.label)
 
         @given(case=operation.as_strategy(path_parameters={name: objects[name] for name in names}))
-        @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None,
-                             suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+        @hypothesis_settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
         def run(case: schemathesis.Case) -> None:
             case.headers = {**(case.headers or {}), **headers}
-            case.call_and_validate(base_url=live_app.url,
-                                   excluded_checks=[status_code_conformance, positive_data_acceptance, ignored_auth])
+            case.call_and_validate(
+                base_url=live_app.url, excluded_checks=[status_code_conformance, positive_data_acceptance, ignored_auth]
+            )
 
         try:
             run()

@@ -17,9 +17,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # Forms a person fills in: each must refuse a POST without the token.
 FORMS = {
-    "login", "tpa:upload", "tpa:start_run", "tpa:mappings", "admin:caches_flush", "admin:cache_action",
-    "admin:tpa_tpa_change", "admin:reports_report_change", "admin:reports_panel_add", "admin:password_change",
-    "api:upload_file", "api:create_run", "api:cache_invalidate", "api:cancel_query", "cancel_query",
+    "login",
+    "tpa:upload",
+    "tpa:start_run",
+    "tpa:mappings",
+    "admin:caches_flush",
+    "admin:cache_action",
+    "admin:tpa_tpa_change",
+    "admin:reports_report_change",
+    "admin:reports_panel_add",
+    "admin:password_change",
+    "api:upload_file",
+    "api:create_run",
+    "api:cache_invalidate",
+    "api:cancel_query",
+    "cancel_query",
 }
 
 

@@ -52,7 +52,9 @@ CASES = {
     "binary": (lambda _: named(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64), 400, "The file is not UTF-8 text."),
     "utf-16": (lambda _: named(GOOD.decode().encode("utf-16")), 400, "The file is not UTF-8 text."),
     "latin-1 row": (
-        lambda _: named(GOOD + b"ACM-9,M-1,2026-01-05,99213,J10,\xe9t\xe9,1,PAID\n"), 400, "The file is not UTF-8 text."
+        lambda _: named(GOOD + b"ACM-9,M-1,2026-01-05,99213,J10,\xe9t\xe9,1,PAID\n"),
+        400,
+        "The file is not UTF-8 text.",
     ),
     "one line of 50 MB": (one_line_of_50_mb, 400, "The file is not valid CSV: field larger than field limit"),
     "a header only": (lambda _: named(HEADER + b"\n"), 400, "The file has a header but no rows."),

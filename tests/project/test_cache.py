@@ -88,7 +88,9 @@ def test_it_reaches_another_process_when_invalidated(settings) -> None:
     )
 
     def other_process(value: str) -> str:
-        return subprocess.run([sys.executable, "-c", script, value], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", script, value], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     assert other_process("first") == "first"
     assert other_process("second") == "first"  # cached, shared through Redis

@@ -19,7 +19,11 @@ def test_it_prints_each_source_with_its_latency(capsys) -> None:
 def test_it_fails_with_the_error_when_a_source_is_down(settings) -> None:
     settings.FANOUT_SOURCES = {
         **settings.FANOUT_SOURCES,
-        "postgres": {**settings.FANOUT_SOURCES["postgres"], "url": "postgresql://nobody@127.0.0.1:9/none", "connect_timeout": 1},
+        "postgres": {
+            **settings.FANOUT_SOURCES["postgres"],
+            "url": "postgresql://nobody@127.0.0.1:9/none",
+            "connect_timeout": 1,
+        },
     }
     get_source.cache_clear()
     try:

@@ -8,7 +8,11 @@ import sys
 def load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **overrides}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -34,7 +38,11 @@ def test_it_reads_a_secret_from_a_file(tmp_path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-a-file\n")
     result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY)"],
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY)",
+        ],
         env={**os.environ, "DJANGO_SECRET_KEY_FILE": str(secret)},
         capture_output=True,
         text=True,

@@ -102,7 +102,11 @@ async def test_it_marks_results_cut_at_max_rows(source) -> None:
 
 
 async def test_it_reports_a_source_that_is_down_as_unavailable() -> None:
-    config = {**settings.FANOUT_SOURCES["postgres"], "url": "postgresql://nobody@127.0.0.1:9/none", "connect_timeout": 1}
+    config = {
+        **settings.FANOUT_SOURCES["postgres"],
+        "url": "postgresql://nobody@127.0.0.1:9/none",
+        "connect_timeout": 1,
+    }
     source = PostgresSource("down", config)
     with pytest.raises(SourceUnavailable, match="down is unavailable") as info:
         await source.execute("SELECT 1", timeout=30)

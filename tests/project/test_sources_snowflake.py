@@ -70,7 +70,9 @@ async def test_it_times_out_and_aborts_the_query_on_the_server(source) -> None:
 
 async def test_it_never_runs_more_calls_at_once_than_the_executor_size() -> None:
     source = make_source(pool_size=2)
-    results = await asyncio.gather(*(source.execute("SELECT SYSTEM$WAIT(0.2) AS w, %(i)s AS i", {"i": i}) for i in range(6)))
+    results = await asyncio.gather(
+        *(source.execute("SELECT SYSTEM$WAIT(0.2) AS w, %(i)s AS i", {"i": i}) for i in range(6))
+    )
     assert sorted(result.rows[0][1] for result in results) == list(range(6))
     assert source.peak_in_use == 2
     await source.close()
@@ -98,8 +100,12 @@ async def test_it_reports_a_source_that_is_down_as_unavailable() -> None:
 
 @pytest.mark.parametrize(
     ("sql", "keyword"),
-    [("select 1", "SELECT"), ("-- note\n  WITH x AS (SELECT 1) SELECT * FROM x", "WITH"), ("/* a */ (SELECT 1)", "SELECT"),
-     ("  delete from t", "DELETE")],
+    [
+        ("select 1", "SELECT"),
+        ("-- note\n  WITH x AS (SELECT 1) SELECT * FROM x", "WITH"),
+        ("/* a */ (SELECT 1)", "SELECT"),
+        ("  delete from t", "DELETE"),
+    ],
 )
 def test_it_reads_the_statement_type_past_comments(sql: str, keyword: str) -> None:
     assert statement_keyword(sql) == keyword

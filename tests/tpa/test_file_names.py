@@ -12,7 +12,7 @@ from tpa.staging import Refused, safe_name, stage_dir
     [
         ("claims.csv", "claims.csv"),
         ("Claims Jan 2026.CSV", "Claims_Jan_2026.csv"),
-        ("it's \"quoted\".csv", "it_s_quoted.csv"),
+        ('it\'s "quoted".csv', "it_s_quoted.csv"),
         ("x'; DROP TABLE BRONZE.RAW_ROWS; --.csv", "x_DROP_TABLE_BRONZE_RAW_ROWS.csv"),
         ("@BRONZE.TPA_FILES.csv", "BRONZE_TPA_FILES.csv"),
         ("reçu été.csv", "recu_ete.csv"),

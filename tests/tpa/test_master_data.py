@@ -20,9 +20,15 @@ def test_it_shows_an_admin_edit_in_the_tpa_list(make_tpa, owner, owner_client) -
     change = owner_client.get(f"/admin/tpa/tpa/{tpa.pk}/change/")
     assert change.status_code == 200
     form = {
-        "code": tpa.code, "name": "New Name Benefits", "active": "on", "contact_name": "", "contact_email": "",
+        "code": tpa.code,
+        "name": "New Name Benefits",
+        "active": "on",
+        "contact_name": "",
+        "contact_email": "",
         "target_schema": tpa.target_schema_id,
-        "mappings-TOTAL_FORMS": "0", "mappings-INITIAL_FORMS": "0", "mappings-MIN_NUM_FORMS": "0",
+        "mappings-TOTAL_FORMS": "0",
+        "mappings-INITIAL_FORMS": "0",
+        "mappings-MIN_NUM_FORMS": "0",
         "mappings-MAX_NUM_FORMS": "1000",
     }
     saved = owner_client.post(f"/admin/tpa/tpa/{tpa.pk}/change/", form)
@@ -65,12 +71,20 @@ def test_it_lets_staff_edit_mappings_and_refuses_a_bad_date_format(make_tpa, own
     page = owner_client.get(f"/tpa/{tpa.code}/mappings/")
     assert page.status_code == 200
     mappings = list(FieldMapping.objects.filter(tpa=tpa).order_by("id"))
-    form = {"form-TOTAL_FORMS": str(len(mappings)), "form-INITIAL_FORMS": str(len(mappings)),
-            "form-MIN_NUM_FORMS": "0", "form-MAX_NUM_FORMS": "1000"}
+    form = {
+        "form-TOTAL_FORMS": str(len(mappings)),
+        "form-INITIAL_FORMS": str(len(mappings)),
+        "form-MIN_NUM_FORMS": "0",
+        "form-MAX_NUM_FORMS": "1000",
+    }
     for n, m in enumerate(mappings):
-        form |= {f"form-{n}-id": str(m.pk), f"form-{n}-source_column": m.source_column,
-                 f"form-{n}-target_column": m.target_column, f"form-{n}-transform": m.transform,
-                 f"form-{n}-argument": m.argument}
+        form |= {
+            f"form-{n}-id": str(m.pk),
+            f"form-{n}-source_column": m.source_column,
+            f"form-{n}-target_column": m.target_column,
+            f"form-{n}-transform": m.transform,
+            f"form-{n}-argument": m.argument,
+        }
     date = next(n for n, m in enumerate(mappings) if m.target_column == "SERVICE_DATE")
     refused = owner_client.post(f"/tpa/{tpa.code}/mappings/", form | {f"form-{date}-argument": "%Y'); DROP"})
     assert "Give a date format made of YYYY" in refused.content.decode()

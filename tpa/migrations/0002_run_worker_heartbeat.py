@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tpa', '0001_initial'),
+        ("tpa", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='pipelinerun',
-            name='heartbeat_at',
+            model_name="pipelinerun",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='pipelinerun',
-            name='worker',
+            model_name="pipelinerun",
+            name="worker",
             field=models.CharField(blank=True, max_length=120),
         ),
     ]

@@ -48,4 +48,6 @@ class Command(BaseCommand):
                 for s in await sync_to_async(list)(run.steps.all())
             )
             style = self.style.SUCCESS if run.status == RunStatus.SUCCEEDED else self.style.ERROR
-            self.stdout.write(style(f"  {tpa.code}: {file.stage_path} ({file.row_count} rows), run {run.pk} {run.status}: {steps}"))
+            self.stdout.write(
+                style(f"  {tpa.code}: {file.stage_path} ({file.row_count} rows), run {run.pk} {run.status}: {steps}")
+            )
