@@ -26,14 +26,14 @@ system-deps:
 	fi
 
 demo: $(VENV)/.installed
-	$(PY) -m project.devservices demo
+	$(PY) -m devtools.services demo
 
 test: $(VENV)/.installed system-deps
-	$(PY) -m project.devservices run --data-dir .data/test --fresh --redis -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m devtools.services run --data-dir .data/test --fresh --redis -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed system-deps
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
-	$(PY) -m project.devservices run --data-dir .data/bench --fresh --redis -- $(PY) -m bench
+	$(PY) -m devtools.services run --data-dir .data/bench --fresh --redis -- $(PY) -m bench
 
 clean:
 	rm -rf .data/test .data/bench .pytest_cache

@@ -6,7 +6,7 @@
         ...                                   # base is "http://127.0.0.1:<port>"
 
 The server is started the way `make demo` starts it: uvicorn serving an ASGI application
-as a subprocess on a free loopback port, with the environment `project.devservices`
+as a subprocess on a free loopback port, with the environment `devtools.services`
 provides (DATABASE_URL, SNOWFLAKE_*, REDIS_URL) plus SERVER_ENV. Data is created here,
 through Django, in the same database the server reads.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from project import devservices
+from devtools import services as devservices
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from project.devservices import free_port, wait_for_port
+from devtools.services import free_port, wait_for_port
 from project.sources import get_source
 from tpa import demo
 from tpa.models import FieldMapping, Tpa
@@ -101,7 +101,7 @@ class Emulator(Service):
         return [
             sys.executable,
             "-m",
-            "project.emulator",
+            "devtools.emulator",
             "--host",
             "127.0.0.1",
             "--port",

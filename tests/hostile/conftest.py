@@ -14,7 +14,7 @@ import uvicorn
 from django.contrib.auth.models import Permission, User
 from django.urls import URLResolver, get_resolver, reverse
 
-from project.devservices import free_port
+from devtools.services import free_port
 from tests.project.test_tokens import IntrospectionServer, active
 
 

@@ -1,4 +1,4 @@
-"""python -m project.emulator --host 127.0.0.1 --port 8765 [--data-dir DIR]"""
+"""python -m devtools.emulator --host 127.0.0.1 --port 8765 [--data-dir DIR]"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from types import FrameType
 
 import uvicorn
 
-from project.emulator.server import EmulatorServer, build_app
+from devtools.emulator.server import EmulatorServer, build_app
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:
@@ -21,7 +21,7 @@ def _exit_quietly(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m project.emulator", description="Run the Snowflake emulator.")
+    parser = argparse.ArgumentParser(prog="python -m devtools.emulator", description="Run the Snowflake emulator.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed when ready)")
     parser.add_argument("--data-dir", help="keep databases and staged files here across restarts")

@@ -15,7 +15,7 @@ from fakesnow.fakes import FakeSnowflakeConnection
 from fakesnow.rowtype import describe_as_rowtype
 from starlette.responses import JSONResponse
 
-from project.emulator.running import CANCELLED_CODE, CANCELLED_MESSAGE, CANCELLED_SQLSTATE
+from devtools.emulator.running import CANCELLED_CODE, CANCELLED_MESSAGE, CANCELLED_SQLSTATE
 
 # (column name, DuckDB type) for describe_as_rowtype
 Columns = Sequence[tuple[str, str]]

@@ -1,6 +1,6 @@
 """The project's Snowflake emulator: fakesnow's HTTP server, reached by the real connector.
 
-Run it with `python -m project.emulator --host 127.0.0.1 --port 8765 --data-dir var/snowflake`,
+Run it with `python -m devtools.emulator --host 127.0.0.1 --port 8765 --data-dir var/snowflake`,
 or in tests with `serve_in_thread()`, which yields the connector's keyword arguments:
 
     with serve_in_thread(data_dir=tmp_path) as kwargs:
@@ -22,7 +22,7 @@ What it adds to fakesnow 0.12:
   does the same for another running query, where <id> is its requestId (the emulator has no
   query id before a query ends). `running_queries()` and `cancel_query()` give tests the same view.
 - `LIST @stage[/path/prefix] [PATTERN = '<regex>']` and `REMOVE|RM @stage[/path] [PATTERN = ...]`
-  (see project.emulator.stage for how paths and patterns match).
+  (see devtools.emulator.stage for how paths and patterns match).
 - Stored procedures, `LANGUAGE SQL` only:
 
       CREATE [OR REPLACE] PROCEDURE [IF NOT EXISTS] [db.][schema.]name(arg TYPE [DEFAULT expr], ...)
@@ -82,8 +82,8 @@ from typing import Any
 
 import uvicorn
 
-from project.emulator.running import RunningQueryInfo, cancel_query, running_queries
-from project.emulator.server import EmulatorServer, build_app
+from devtools.emulator.running import RunningQueryInfo, cancel_query, running_queries
+from devtools.emulator.server import EmulatorServer, build_app
 
 __all__ = ["EmulatorServer", "RunningQueryInfo", "build_app", "cancel_query", "running_queries", "serve_in_thread"]
 

@@ -21,7 +21,7 @@ import snowflake.connector.errors
 from fakesnow.fakes import FakeSnowflakeConnection
 from fakesnow.transforms import stage as fs_stage
 
-from project.emulator.sqltext import Kind, code, syntax_error, tokenize, unquote_string
+from devtools.emulator.sqltext import Kind, code, syntax_error, tokenize, unquote_string
 
 LIST_COLUMNS = (("name", "VARCHAR"), ("size", "BIGINT"), ("md5", "VARCHAR"), ("last_modified", "VARCHAR"))
 REMOVE_COLUMNS = (("name", "VARCHAR"), ("result", "VARCHAR"))

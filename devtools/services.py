@@ -1,7 +1,7 @@
 """Embedded services for `make demo` and `make test`: real Postgres, the Snowflake emulator, Redis.
 
-    python -m project.devservices run [--data-dir DIR] [--fresh] [--redis] -- COMMAND ...
-    python -m project.devservices demo
+    python -m devtools.services run [--data-dir DIR] [--fresh] [--redis] -- COMMAND ...
+    python -m devtools.services demo
 
 Each service is started only when its variable is not already set, so DATABASE_URL,
 SNOWFLAKE_HOST and REDIS_URL point a run at a real deployment instead. The command runs
@@ -97,7 +97,7 @@ def start_emulator(data_dir: Path, stack: ExitStack) -> int:
             [
                 PYTHON,
                 "-m",
-                "project.emulator",
+                "devtools.emulator",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -40,12 +40,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from project.emulator import procedures, running, stage, system_functions
-from project.emulator.results import cancelled_response, cursor_response, error_response, rows_response
-from project.emulator.running import RunningQuery
-from project.emulator.sqltext import first_words
+from devtools.emulator import procedures, running, stage, system_functions
+from devtools.emulator.results import cancelled_response, cursor_response, error_response, rows_response
+from devtools.emulator.running import RunningQuery
+from devtools.emulator.sqltext import first_words
 
-logger = logging.getLogger("project.emulator")
+logger = logging.getLogger("devtools.emulator")
 
 QUERY_PATH = "/queries/v1/query-request"
 ABORT_PATH = "/queries/v1/abort-request"

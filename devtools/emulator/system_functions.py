@@ -13,9 +13,9 @@ from typing import Any
 
 import snowflake.connector.errors
 
-from project.emulator import running
-from project.emulator.running import RunningQuery
-from project.emulator.sqltext import (
+from devtools.emulator import running
+from devtools.emulator.running import RunningQuery
+from devtools.emulator.sqltext import (
     Kind,
     Token,
     code,

@@ -21,7 +21,7 @@ import snowflake.connector
 from snowflake.connector import SnowflakeConnection
 from snowflake.connector.errors import ProgrammingError
 
-from project.emulator import connection_kwargs, running_queries, serve_in_thread
+from devtools.emulator import connection_kwargs, running_queries, serve_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
 
@@ -238,12 +238,12 @@ def test_it_names_the_unsupported_construct(snowflake_conn: SnowflakeConnection)
 
 
 class Emulator:
-    """python -m project.emulator, as `make demo` runs it."""
+    """python -m devtools.emulator, as `make demo` runs it."""
 
     def __init__(self, data_dir: Path) -> None:
         self.log = (data_dir.parent / "emulator.log").open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "project.emulator", "--port", "0", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "devtools.emulator", "--port", "0", "--data-dir", str(data_dir)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=self.log,

@@ -4,7 +4,7 @@ A procedure is stored as its source in `_fs_global._fs_information_schema._emu_p
 (a file under the data dir, so it survives a restart) and interpreted statement by statement
 when called: each SQL statement runs through the session's fakesnow cursor, so it is
 transpiled like any other query, and a cancelled CALL stops at once. The subset supported is
-described in project/emulator/__init__.py.
+described in devtools/emulator/__init__.py.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import snowflake.connector.errors
 from fakesnow.cursor import FakeSnowflakeCursor
 from snowflake.connector.cursor import DictCursor
 
-from project.emulator import stage, system_functions
-from project.emulator.running import QueryCancelled, RunningQuery
-from project.emulator.sqltext import (
+from devtools.emulator import stage, system_functions
+from devtools.emulator.running import QueryCancelled, RunningQuery
+from devtools.emulator.sqltext import (
     Kind,
     Token,
     code,
