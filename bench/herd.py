@@ -7,7 +7,7 @@ Starts the service as `make demo` does (serving `bench.lag_asgi:application`, wh
 probe paths only), once with one uvicorn worker and, when Redis is configured, once with
 two (the cache's "one load per miss" is claimed across processes too). For each:
 
-- master data: `/api/master-data` when a warmer is registered for `master-data`; if it
+- master data: `/api/tpa/master-data` when a warmer is registered for `master-data`; if it
   answers 503 (no warmer yet) the TPA list (`/api/tpa/tpas`, namespace `tpa-list`) stands
   in, and the row says so. The namespace is invalidated, then 200 requests with a session
   are sent at once over 200 already-open connections.
@@ -148,10 +148,10 @@ async def run_herds(base: str, cookies: dict[str, str], shared: bool, workers: i
             (await client.get("/api/me")).raise_for_status()
     # The same registry as the server's: both ran the apps' ready().
     if cache.warmer("master-data") is not None:
-        namespace, path, stand_in = "master-data", "/api/master-data", ""
+        namespace, path, stand_in = "master-data", "/api/tpa/master-data", ""
     else:
         namespace, path = "tpa-list", "/api/tpa/tpas"
-        stand_in = "no warmer is registered for master-data (/api/master-data answers 503): the TPA list stands in"
+        stand_in = "no warmer is registered for master-data (/api/tpa/master-data answers 503): the TPA list stands in"
     if shared:
         await cache.ainvalidate(namespace)
     before = await process_stats(base, workers)

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     # Serves the API docs page from static files (otherwise an inline script from a CDN).
     "ninja",
     "project",
+    "ops",
     "reports",
     "tpa",
 ]

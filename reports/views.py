@@ -21,6 +21,12 @@ from reports.templatetags.reports import panel_context
 
 
 @require_GET
+async def home(request: HttpRequest) -> HttpResponse:
+    """The landing page: where to go next."""
+    return render(request, "home.html")
+
+
+@require_GET
 async def report_list(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     reports = [report async for report in Report.objects.visible_to(user).for_list()]

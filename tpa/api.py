@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,8 @@ from ninja import File, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 
-from project.ratelimit import acheck
+from project import cache
+from project.ratelimit import acheck, wants_fresh
 from tpa import uploads
 from tpa.cache import tpa_list
 from tpa.models import Access, IngestionFile, PipelineRun, Tpa, access_for
@@ -188,3 +190,23 @@ async def run_status(request: HttpRequest, code: str, run_id: int) -> dict[str, 
     if run.tpa_id != tpa.pk:
         raise Http404("No such run.")
     return run_out(run)
+
+
+@router.get("/master-data", tags=["tpa"], summary="Master data, cached; ?fresh=1 reloads it (rate-limited)")
+async def master_data(request: HttpRequest) -> dict[str, Any]:
+    fresh = wants_fresh(request)
+    if fresh:
+        await acheck(request, "fresh")
+    entry = await cache.load_registered("master-data", fresh=fresh)
+    return {"data": _plain(entry.value), "cached": entry.hit, "age": round(entry.age, 3), "loaded_at": entry.stored_at}
+
+
+def _plain(value: Any) -> Any:
+    """Cached values are often frozen dataclasses, which the JSON renderer does not know."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value

@@ -3,7 +3,7 @@
 Two namespaces: `tpa-list` (every TPA, for the list page and the API) and `master-data`
 (one TPA's target schema with its columns and the TPA's field mappings, which the
 upload check and the silver step read; under the key "all", every TPA's by code, which
-`/api/master-data` serves). Both have warmers (`register_warmers`), so the admin, the API
+`/api/tpa/master-data` serves). Both have warmers (`register_warmers`), so the admin, the API
 and `manage.py cache_warm` fill exactly what the views read. Model signals cover saves
 and deletes (the admin included); InvalidatingQuerySet covers update(), delete() and the bulk methods. The bump
 waits for the commit, so no reader can cache the old rows again in between.

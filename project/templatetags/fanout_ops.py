@@ -6,7 +6,7 @@ import time
 
 from django import template
 
-from project.ops import human_seconds
+from project.formatting import human_seconds
 
 register = template.Library()
 

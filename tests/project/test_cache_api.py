@@ -94,7 +94,7 @@ def test_it_records_api_invalidation_in_the_admin_log(cache_admin, owner_client)
 
 def test_it_answers_503_for_master_data_until_a_loader_is_registered(member_client) -> None:
     cache._warmers.clear()  # as in a deployment without the tpa app
-    response = member_client.get("/api/master-data")
+    response = member_client.get("/api/tpa/master-data")
     assert response.status_code == 503
     assert "no warmer is registered for the cache namespace 'master-data'" in response.json()["detail"]
 
@@ -113,9 +113,9 @@ def test_it_serves_master_data_from_the_cache_and_reloads_when_fresh(member_clie
         return ["schema", f"v{loads['n']}", Schema("claims", loads["n"])]
 
     cache.register_warmer("master-data", load_master_data)
-    first = member_client.get("/api/master-data").json()
-    second = member_client.get("/api/master-data").json()
-    fresh = member_client.get("/api/master-data?fresh=1").json()
+    first = member_client.get("/api/tpa/master-data").json()
+    second = member_client.get("/api/tpa/master-data").json()
+    fresh = member_client.get("/api/tpa/master-data?fresh=1").json()
     assert (first["data"][:2], first["cached"]) == (["schema", "v1"], False)
     assert (second["data"][:2], second["cached"]) == (["schema", "v1"], True)
     assert (fresh["data"], fresh["cached"]) == (["schema", "v2", {"name": "claims", "version": 2}], False)

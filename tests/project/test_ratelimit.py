@@ -43,27 +43,27 @@ def fresh_twice_an_hour(settings) -> None:
 def test_it_answers_429_with_retry_after_past_the_limit_and_works_again_after(
     owner, owner_client, master_data, fresh_twice_an_hour
 ) -> None:
-    assert owner_client.get("/api/master-data?fresh=1").json()["data"] == {"version": 1}
-    assert owner_client.get("/api/master-data?fresh=1").json()["data"] == {"version": 2}
-    refused = owner_client.get("/api/master-data?fresh=1")
+    assert owner_client.get("/api/tpa/master-data?fresh=1").json()["data"] == {"version": 1}
+    assert owner_client.get("/api/tpa/master-data?fresh=1").json()["data"] == {"version": 2}
+    refused = owner_client.get("/api/tpa/master-data?fresh=1")
     assert refused.status_code == 429
     assert 0 < int(refused["Retry-After"]) <= 3600
     assert "the limit is 2 per hour" in refused.json()["detail"]
     assert master_data["n"] == 2
     # Cached reads are not limited.
-    cached = owner_client.get("/api/master-data").json()
+    cached = owner_client.get("/api/tpa/master-data").json()
     assert (cached["data"], cached["cached"]) == ({"version": 2}, True)
     ratelimit.reset("fresh", f"user:{owner.pk}")  # the window ends
-    again = owner_client.get("/api/master-data?fresh=1")
+    again = owner_client.get("/api/tpa/master-data?fresh=1")
     assert again.status_code == 200
     assert again.json()["data"] == {"version": 3}
 
 
 def test_it_counts_each_user_separately(owner_client, member_client, master_data, fresh_twice_an_hour) -> None:
     for _ in range(2):
-        owner_client.get("/api/master-data?fresh=1")
-    assert owner_client.get("/api/master-data?fresh=1").status_code == 429
-    assert member_client.get("/api/master-data?fresh=1").status_code == 200
+        owner_client.get("/api/tpa/master-data?fresh=1")
+    assert owner_client.get("/api/tpa/master-data?fresh=1").status_code == 429
+    assert member_client.get("/api/tpa/master-data?fresh=1").status_code == 200
 
 
 def test_it_limits_sync_and_async_views_alike(member, settings) -> None:

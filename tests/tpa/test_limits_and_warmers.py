@@ -145,7 +145,7 @@ def test_it_serves_every_tpas_master_data_and_reloads_it_when_fresh(
     warmed = owner_client.post("/admin/caches/master-data/warm/", follow=True)
     assert "Warmed master-data" in warmed.content.decode()
 
-    body = member_client.get("/api/master-data").json()
+    body = member_client.get("/api/tpa/master-data").json()
     assert body["cached"] is True
     assert {acme.code, other.code} <= set(body["data"])
     mappings = body["data"][acme.code]["mappings"]
@@ -164,8 +164,8 @@ def test_it_serves_every_tpas_master_data_and_reloads_it_when_fresh(
     def service_date(data: dict) -> str:
         return next(m["argument"] for m in data[acme.code]["mappings"] if m["target_column"] == "SERVICE_DATE")
 
-    assert service_date(member_client.get("/api/master-data").json()["data"]) == "YYYY-MM-DD"
-    fresh = member_client.get("/api/master-data?fresh=1").json()
+    assert service_date(member_client.get("/api/tpa/master-data").json()["data"]) == "YYYY-MM-DD"
+    fresh = member_client.get("/api/tpa/master-data?fresh=1").json()
     assert (service_date(fresh["data"]), fresh["cached"]) == ("MM/DD/YYYY", False)
     # The TPA's own entry, which uploads and the pipeline read, was refreshed with it.
     acme_data = async_to_sync(master_data)(acme.code)

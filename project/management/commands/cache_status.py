@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from project import cache
-from project.ops import human_seconds
+from project.formatting import human_seconds
 
 
 class Command(BaseCommand):

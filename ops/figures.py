@@ -1,4 +1,4 @@
-"""The operations page: what /metrics exports, read by a person.
+"""The figures of the operations page: what /metrics exports, read by a person.
 
 Per source and operation: calls, success rate, timeouts and p50/p95/p99 latency estimated
 from the histogram buckets (as Prometheus' histogram_quantile does); pool and executor use;
@@ -11,40 +11,16 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.contrib import messages
 from django.db.models import Count, Min
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
 from django.tasks import TaskResultStatus
-from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
 from django_tasks_db.models import DBTaskResult
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
-
-from project import cache
-from project.auth import staff_required
-from project.models import CacheControl
-from project.sources import SourceError, inflight
-
-
-def human_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 @dataclass
@@ -168,41 +144,3 @@ async def queue_figures() -> QueueFigures:
     async for row in waiting.values("queue_name").annotate(n=Count("id")).order_by("queue_name"):
         by_queue[row["queue_name"]] = row["n"]
     return QueueFigures(totals["n"], totals["oldest"], dict(by_queue))
-
-
-@staff_required
-@require_GET
-async def operations(request: HttpRequest) -> HttpResponse:
-    calls, pools = await sync_to_async(source_figures, thread_sensitive=False)()
-    caches = await sync_to_async(cache.status, thread_sensitive=False)()
-    context = {
-        "calls": calls,
-        "pools": pools,
-        "caches": caches,
-        "queue": await queue_figures(),
-        # running_now() reads the shared cache with sync calls: off the event loop.
-        "queries": await sync_to_async(inflight.running_now, thread_sensitive=False)(),
-        "queries_every_process": cache.can_list_keys(),
-        "multiprocess": bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
-        # Decided here: a permission check while rendering would query from the event loop.
-        "can_control_caches": await CacheControl.auser_can_control(await request.auser()),
-        "now": time.time(),
-    }
-    return render(request, "ops/operations.html", context)
-
-
-@staff_required
-@require_POST
-async def cancel_query(request: HttpRequest, query_id: str) -> HttpResponse:
-    """Cancel a query in flight on its database (whichever process runs it), then back to the page."""
-    try:
-        running = await inflight.cancel(query_id)
-    except SourceError as exc:
-        messages.error(request, f"Could not cancel the query: {exc.message}")
-    else:
-        if running is None:
-            messages.info(request, "That query already finished: nothing to cancel.")
-        else:
-            label = running.what or running.sql[:60]
-            messages.success(request, f"Query on {running.source} cancelled: {label}.")
-    return HttpResponseRedirect(reverse("operations") + "#queries")

@@ -5,8 +5,8 @@ import uuid
 import pytest
 from django.tasks import task
 
+from ops.figures import OperationFigures, source_figures
 from project.metrics import POOL_IN_USE, POOL_SIZE, SOURCE_CALLS, SOURCE_LATENCY
-from project.ops import OperationFigures, source_figures
 
 
 @task()

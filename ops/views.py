@@ -1,0 +1,85 @@
+"""Operations pages: health for load balancers, /metrics for Prometheus, /ops/ for staff."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from ops.figures import queue_figures, source_figures
+from project import cache
+from project.auth import staff_required
+from project.metrics import render_latest
+from project.models import CacheControl
+from project.sources import SourceError, get_source, inflight, source_names
+
+
+@login_not_required
+@require_GET
+async def health(request: HttpRequest) -> JsonResponse:
+    """Liveness for load balancers: 200 when the process serves; `?deep=1` also pings each source."""
+    if request.GET.get("deep") != "1":
+        return JsonResponse({"status": "ok"})
+
+    async def check(name: str) -> dict[str, object]:
+        try:
+            return {"ok": True, "ms": round(await get_source(name).ping() * 1000, 1)}
+        except SourceError as exc:
+            return {"ok": False, "error": exc.message}
+
+    names = source_names()
+    results = dict(zip(names, await asyncio.gather(*(check(name) for name in names)), strict=True))
+    healthy = all(result["ok"] for result in results.values())
+    return JsonResponse({"status": "ok" if healthy else "degraded", "sources": results}, status=200 if healthy else 503)
+
+
+@staff_required
+@require_GET
+async def metrics(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(render_latest(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@staff_required
+@require_GET
+async def operations(request: HttpRequest) -> HttpResponse:
+    calls, pools = await sync_to_async(source_figures, thread_sensitive=False)()
+    caches = await sync_to_async(cache.status, thread_sensitive=False)()
+    context = {
+        "calls": calls,
+        "pools": pools,
+        "caches": caches,
+        "queue": await queue_figures(),
+        # running_now() reads the shared cache with sync calls: off the event loop.
+        "queries": await sync_to_async(inflight.running_now, thread_sensitive=False)(),
+        "queries_every_process": cache.can_list_keys(),
+        "multiprocess": bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+        # Decided here: a permission check while rendering would query from the event loop.
+        "can_control_caches": await CacheControl.auser_can_control(await request.auser()),
+        "now": time.time(),
+    }
+    return render(request, "ops/operations.html", context)
+
+
+@staff_required
+@require_POST
+async def cancel_query(request: HttpRequest, query_id: str) -> HttpResponse:
+    """Cancel a query in flight on its database (whichever process runs it), then back to the page."""
+    try:
+        running = await inflight.cancel(query_id)
+    except SourceError as exc:
+        messages.error(request, f"Could not cancel the query: {exc.message}")
+    else:
+        if running is None:
+            messages.info(request, "That query already finished: nothing to cancel.")
+        else:
+            label = running.what or running.sql[:60]
+            messages.success(request, f"Query on {running.source} cancelled: {label}.")
+    return HttpResponseRedirect(reverse("operations") + "#queries")
