@@ -14,10 +14,10 @@ from django.http import Http404, HttpRequest
 from ninja import Router, Schema, Status
 
 from project.ratelimit import acheck
-from project.sources import inflight, placeholder_names
+from project.sources import placeholder_names
 from reports import runner
 from reports.models import QueryLog, Report, json_safe
-from reports.services import find_panel, prepare, visible_report
+from reports.services import InvalidFilters, open_report, run_panels, visible_report
 
 router = Router(tags=["reports"])
 
@@ -167,19 +167,16 @@ async def run_report(request: HttpRequest, slug: str, fresh: bool = False) -> An
     await acheck(request, "report-run")
     if fresh:
         await acheck(request, "fresh")
-    report = await visible_report(request.auth, slug)
-    prepared = await prepare(report, request.GET)
-    if not prepared.state.is_valid:
-        return _filter_errors(prepared.state.errors)
+    try:
+        prepared = await open_report(request.auth, slug, request.GET)
+    except InvalidFilters as errors:
+        return _filter_errors(errors.errors)
     started = time.perf_counter()
-    with inflight.labelled(f"report {report.slug}", who=request.auth.get_username()):
-        runs = await runner.run_report(prepared.panels, prepared.state.params(), fresh=fresh)
-    duration = round((time.perf_counter() - started) * 1000, 1)
-    await runner.record(runs, user_id=request.auth.pk, report_id=report.pk, trigger=QueryLog.Trigger.API)
+    runs = await run_panels(prepared, request.auth, trigger=QueryLog.Trigger.API, fresh=fresh)
     return ReportRunOut(
-        slug=report.slug,
+        slug=prepared.report.slug,
         parameters=json_safe(prepared.state.params()),
-        duration_ms=duration,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
         ok=all(run.ok for run in runs),
         panels=[PanelRunOut(**run.as_dict()) for run in runs],
     )
@@ -201,14 +198,11 @@ async def run_panel(request: HttpRequest, slug: str, panel_id: int, fresh: bool 
     """The panel's result; a failed run answers with its error's status (504 for a timeout)."""
     if fresh:
         await acheck(request, "fresh")
-    report = await visible_report(request.auth, slug)
-    panel = find_panel(report, panel_id)
-    prepared = await prepare(report, request.GET)
-    if not prepared.state.is_valid:
-        return _filter_errors(prepared.state.errors)
-    with inflight.labelled(f"report {report.slug}", who=request.auth.get_username()):
-        run = await runner.run_panel(panel, prepared.state.params(), fresh=fresh)
-    await runner.record([run], user_id=request.auth.pk, report_id=report.pk, trigger=QueryLog.Trigger.API)
+    try:
+        prepared = await open_report(request.auth, slug, request.GET, panel_id=panel_id)
+    except InvalidFilters as errors:
+        return _filter_errors(errors.errors)
+    [run] = await run_panels(prepared, request.auth, trigger=QueryLog.Trigger.API, fresh=fresh)
     return Status(run.error["status"] if run.error else 200, PanelRunOut(**run.as_dict()))
 
 

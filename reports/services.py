@@ -1,20 +1,32 @@
-"""What the pages, the API and the commands share: a report with its filters read and checked."""
+"""The report-run service: what the pages, the stream, the API and `run_report` share.
+
+    prepared = await open_report(user, slug, request.GET)     # 404/403, filters read; InvalidFilters
+    runs = await run_panels(prepared, user, trigger=QueryLog.Trigger.API)
+    async for run in stream_panels(prepared, user, trigger=...):  # each as it finishes
+
+Every caller goes through the same steps in the same order: the report as the user may see
+it, its filter values checked, the queries labelled with who asked (queries in flight), the
+fan-out, and the query log.
+"""
 
 from __future__ import annotations
 
 import datetime
 import decimal
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from project.sources import SourceError
+from project.sources import SourceError, inflight
 from reports import filters as filtering
+from reports import runner
 from reports.filters import FilterState, MultiMapping, Options
-from reports.models import Filter, Panel, Report, User
-from reports.runner import load_all_options
+from reports.models import Filter, Panel, QueryLog, Report, User
+from reports.runner import PanelRun, load_all_options
 
 
 async def visible_report(user: User, slug: str) -> Report:
@@ -64,6 +76,72 @@ async def prepare(report: Report, data: MultiMapping, *, fresh_options: bool = F
         options=options,
         option_errors={name: error for name, (_, error) in loaded.items() if error is not None},
     )
+
+
+class InvalidFilters(Exception):
+    """The filter values do not check out: pages answer 400 with the form, the API with the errors."""
+
+    def __init__(self, prepared: Prepared) -> None:
+        super().__init__("Check the filter values.")
+        self.prepared = prepared
+        self.errors = prepared.state.errors
+
+
+async def open_report(
+    user: User | None, slug: str, data: MultiMapping, *, panel_id: int | None = None, check: bool = True
+) -> Prepared:
+    """The report as `user` may see it (None: a management command, which sees every report),
+    with its filter values read; only `panel_id`'s panel when given. With `check`, invalid
+    filter values raise InvalidFilters."""
+    if user is None:
+        try:
+            report = await Report.objects.for_page().aget(slug=slug)
+        except Report.DoesNotExist:
+            raise Http404(f"No report with slug {slug!r}.") from None
+    else:
+        report = await visible_report(user, slug)
+    prepared = await prepare(report, data)
+    if panel_id is not None:
+        prepared = replace(prepared, panels=[find_panel(report, panel_id)])
+    if check and not prepared.state.is_valid:
+        raise InvalidFilters(prepared)
+    return prepared
+
+
+@contextmanager
+def _labelled(prepared: Prepared, user: User | None) -> Iterator[None]:
+    with inflight.labelled(f"report {prepared.report.slug}", who=user.get_username() if user else "manage.py"):
+        yield
+
+
+async def _record(prepared: Prepared, user: User | None, runs: Sequence[PanelRun], trigger: str) -> None:
+    await runner.record(runs, user_id=user.pk if user else None, report_id=prepared.report.pk, trigger=trigger)
+
+
+async def run_panels(
+    prepared: Prepared, user: User | None, *, trigger: QueryLog.Trigger, fresh: bool = False
+) -> list[PanelRun]:
+    """Every panel of `prepared` at once, logged; results in the panels' order. A caller that is
+    cancelled (a browser gone) cancels the queries."""
+    with _labelled(prepared, user):
+        runs = await runner.run_report(prepared.panels, prepared.state.params(), fresh=fresh)
+    await _record(prepared, user, runs, trigger)
+    return runs
+
+
+async def stream_panels(
+    prepared: Prepared, user: User | None, *, trigger: QueryLog.Trigger, fresh: bool = False
+) -> AsyncIterator[PanelRun]:
+    """Each panel's run as it finishes; closing the iterator cancels the rest. The finished
+    runs are logged also when the reader left half-way."""
+    finished: list[PanelRun] = []
+    try:
+        with _labelled(prepared, user):
+            async for run in runner.iter_report(prepared.panels, prepared.state.params(), fresh=fresh):
+                finished.append(run)
+                yield run
+    finally:
+        await _record(prepared, user, finished, trigger)
 
 
 def is_number(value: Any) -> bool:

@@ -13,10 +13,9 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
 
 from project.ratelimit import ratelimit, wants_fresh
-from project.sources import inflight
-from reports import exports, runner
+from reports import exports
 from reports.models import QueryLog, Report
-from reports.services import Prepared, find_panel, prepare, visible_report
+from reports.services import InvalidFilters, Prepared, open_report, run_panels, stream_panels
 from reports.templatetags.reports import panel_context
 
 
@@ -35,10 +34,13 @@ async def report_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 async def report_page(request: HttpRequest, slug: str) -> HttpResponse:
-    report = await visible_report(await request.auser(), slug)
-    prepared = await prepare(report, request.GET)
+    prepared = await open_report(await request.auser(), slug, request.GET, check=False)
     status = 200 if prepared.state.is_valid else 400
-    return render(request, "reports/report.html", {"prepared": prepared, "report": report}, status=status)
+    return render(request, "reports/report.html", {"prepared": prepared, "report": prepared.report}, status=status)
+
+
+def _filter_errors(request: HttpRequest, errors: InvalidFilters) -> HttpResponse:
+    return render(request, "reports/_filter_errors.html", {"prepared": errors.prepared}, status=400)
 
 
 @require_GET
@@ -46,18 +48,14 @@ async def report_page(request: HttpRequest, slug: str) -> HttpResponse:
 async def panel_fragment(request: HttpRequest, slug: str, panel_id: int) -> HttpResponse:
     """One panel's result as an HTML fragment; the page requests every panel at once."""
     user = await request.auser()
-    report = await visible_report(user, slug)
-    panel = find_panel(report, panel_id)
-    prepared = await prepare(report, request.GET)
-    if not prepared.state.is_valid:
-        return render(request, "reports/_filter_errors.html", {"prepared": prepared}, status=400)
+    try:
+        prepared = await open_report(user, slug, request.GET, panel_id=panel_id)
+    except InvalidFilters as errors:
+        return _filter_errors(request, errors)
     # A browser that goes away cancels this task (Django's ASGI handler), which cancels the query.
-    with inflight.labelled(f"report {report.slug}", who=user.get_username()):
-        run = await runner.run_panel(panel, prepared.state.params(), fresh=request.GET.get("fresh") == "1")
-    await runner.record([run], user_id=user.pk, report_id=report.pk, trigger=QueryLog.Trigger.PAGE)
-    context = panel_context(report, panel, run, prepared.state)
-    status = run.error["status"] if run.error else 200
-    return render(request, "reports/_panel.html", context, status=status)
+    [run] = await run_panels(prepared, user, trigger=QueryLog.Trigger.PAGE, fresh=wants_fresh(request))
+    context = panel_context(prepared.report, prepared.panels[0], run, prepared.state)
+    return render(request, "reports/_panel.html", context, status=run.error["status"] if run.error else 200)
 
 
 @require_GET
@@ -66,11 +64,11 @@ async def panel_fragment(request: HttpRequest, slug: str, panel_id: int) -> Http
 async def report_stream(request: HttpRequest, slug: str) -> HttpResponse:
     """Every panel over one response, each sent as its query finishes (one JSON line per panel)."""
     user = await request.auser()
-    report = await visible_report(user, slug)
-    prepared = await prepare(report, request.GET)
-    if not prepared.state.is_valid:
-        return render(request, "reports/_filter_errors.html", {"prepared": prepared}, status=400)
-    lines = _stream_lines(prepared, user, fresh=request.GET.get("fresh") == "1")
+    try:
+        prepared = await open_report(user, slug, request.GET)
+    except InvalidFilters as errors:
+        return _filter_errors(request, errors)
+    lines = _stream_lines(prepared, user, fresh=wants_fresh(request))
     response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each line on at once
@@ -78,32 +76,20 @@ async def report_stream(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 async def _stream_lines(prepared: Prepared, user: Any, *, fresh: bool) -> AsyncIterator[bytes]:
-    report, finished = prepared.report, []
     panels = {panel.pk: panel for panel in prepared.panels}
-    try:
-        with inflight.labelled(f"report {report.slug}", who=user.get_username()):
-            async for run in runner.iter_report(prepared.panels, prepared.state.params(), fresh=fresh):
-                finished.append(run)
-                html = render_to_string(
-                    "reports/_panel.html", panel_context(report, panels[run.panel_id], run, prepared.state)
-                )
-                status = run.error["status"] if run.error else 200
-                yield (
-                    json.dumps({"panel": run.panel_id, "status": status, "html": html}, cls=DjangoJSONEncoder).encode()
-                    + b"\n"
-                )
-    finally:
-        # Also when the browser left half-way: the finished runs still belong in the log.
-        await runner.record(finished, user_id=user.pk, report_id=report.pk, trigger=QueryLog.Trigger.STREAM)
+    async for run in stream_panels(prepared, user, trigger=QueryLog.Trigger.STREAM, fresh=fresh):
+        context = panel_context(prepared.report, panels[run.panel_id], run, prepared.state)
+        html = render_to_string("reports/_panel.html", context)
+        line = {"panel": run.panel_id, "status": run.error["status"] if run.error else 200, "html": html}
+        yield json.dumps(line, cls=DjangoJSONEncoder).encode() + b"\n"
 
 
 @require_GET
 async def export(request: HttpRequest, slug: str, panel_id: int, fmt: str) -> HttpResponse:
     """The panel's full result, streamed from the database in batches."""
     user = await request.auser()
-    report = await visible_report(user, slug)
-    panel = find_panel(report, panel_id)
-    prepared = await prepare(report, request.GET)
-    if not prepared.state.is_valid:
-        return render(request, "reports/_filter_errors.html", {"prepared": prepared}, status=400)
-    return await exports.response(report, panel, prepared.state.params(), fmt, user_id=user.pk)
+    try:
+        prepared = await open_report(user, slug, request.GET, panel_id=panel_id)
+    except InvalidFilters as errors:
+        return _filter_errors(request, errors)
+    return await exports.response(prepared.report, prepared.panels[0], prepared.state.params(), fmt, user_id=user.pk)

@@ -8,12 +8,12 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404
 
-from reports import runner
 from reports.filters import ListMapping
 from reports.models import QueryLog, Report, json_safe
 from reports.runner import PanelRun
-from reports.services import label, prepare
+from reports.services import InvalidFilters, Prepared, label, open_report, run_panels
 
 
 class Command(BaseCommand):
@@ -35,26 +35,20 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, slug: str, param: list[str], format: str, fresh: bool, limit: int, **options: Any
     ) -> None:
-        try:
-            report = Report.objects.for_page().get(slug=slug)
-        except Report.DoesNotExist:
-            raise CommandError(f"No report with slug {slug!r}.") from None
         values: dict[str, list[str]] = defaultdict(list)
         for item in param:
             name, sep, value = item.partition("=")
             if not sep:
                 raise CommandError(f"--param takes NAME=VALUE, not {item!r}.")
             values[name.strip()].append(value)
-        prepared = async_to_sync(prepare)(report, ListMapping(values))
-        if not prepared.state.is_valid:
-            raise CommandError(
-                "Check the filters: "
-                + "; ".join(f"{name}: {message}" for name, message in prepared.state.errors.items())
-            )
-        runs = async_to_sync(runner.run_report)(prepared.panels, prepared.state.params(), fresh=fresh)
-        QueryLog.objects.bulk_create(
-            runner.log_entries(runs, user_id=None, report_id=report.pk, trigger=QueryLog.Trigger.COMMAND)
-        )
+        try:
+            prepared, runs = async_to_sync(run_for_command)(slug, ListMapping(values), fresh)
+        except Http404 as exc:
+            raise CommandError(str(exc)) from None
+        except InvalidFilters as exc:
+            errors = "; ".join(f"{name}: {message}" for name, message in exc.errors.items())
+            raise CommandError(f"Check the filters: {errors}") from None
+        report = prepared.report
         {"table": self.print_tables, "csv": self.print_csv, "json": self.print_json}[format](
             report, prepared.state.params(), runs, limit
         )
@@ -86,6 +80,11 @@ class Command(BaseCommand):
         payload = {"slug": report.slug, "parameters": json_safe(params), "panels": [run.as_dict() for run in runs]}
         json.dump(payload, self.stdout, cls=DjangoJSONEncoder, indent=2)
         self.stdout.write("")
+
+
+async def run_for_command(slug: str, values: ListMapping, fresh: bool) -> tuple[Prepared, list[PanelRun]]:
+    prepared = await open_report(None, slug, values)
+    return prepared, await run_panels(prepared, None, trigger=QueryLog.Trigger.COMMAND, fresh=fresh)
 
 
 def format_table(columns: list[str], rows: list[list[Any]]) -> str:
