@@ -44,7 +44,10 @@ class FanoutAPI(NinjaAPI):
         schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = error
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
-                responses = operation.setdefault("responses", {})
+                # django-ninja keys an operation's own answers by int (404), JSON by text ("404"):
+                # normalise first, or an answer the operation declares is written twice.
+                responses = {str(status): answer for status, answer in operation.get("responses", {}).items()}
+                operation["responses"] = responses
                 for status, description in COMMON_ERRORS.items():
                     responses.setdefault(
                         status,
