@@ -5,9 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BOOT_PYTHON ?= $(shell command -v python3.12 2>/dev/null || command -v python3)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages: redis-server and chromium for the tests, and wrk for `make bench`.
+# Debian packages: redis-server for the demo and the tests, chromium for the browser tests,
+# and wrk for `make bench`.
+# mypy imports the settings: they need a database URL (never connected to) and debug mode.
+LINT_ENV := DJANGO_DEBUG=1 DATABASE_URL=postgresql://lint@127.0.0.1:1/lint
 
-.PHONY: demo test bench system-deps clean lint
+.PHONY: demo manage test lint bench system-deps redis-deps clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(BOOT_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12) and "Fanout needs Python 3.12+; set BOOT_PYTHON")'
@@ -16,17 +19,33 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-system-deps:
+# Installs the Debian packages named in $(1) whose command ($(2)) is missing.
+define apt_install
 	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	for pair in $(1); do command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
 
-demo: $(VENV)/.installed
+redis-deps:
+	$(call apt_install,redis-server:redis-server)
+
+system-deps:
+	$(call apt_install,redis-server:redis-server chromium:chromium)
+
+demo: $(VENV)/.installed redis-deps
 	$(PY) -m devtools.services demo
+
+# manage.py against the running demo, from a second terminal: make manage ARGS='cache_status'
+manage: $(VENV)/.installed
+	@$(PY) -m devtools.services manage $(ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(LINT_ENV) $(VENV)/bin/mypy .
 
 test: $(VENV)/.installed system-deps
 	$(PY) -m devtools.services run --data-dir .data/test --fresh --redis -- $(PY) -m pytest $(PYTEST_ARGS)

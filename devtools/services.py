@@ -2,6 +2,7 @@
 
     python -m devtools.services run [--data-dir DIR] [--fresh] [--redis] -- COMMAND ...
     python -m devtools.services demo
+    python -m devtools.services manage [ARGS ...]     # manage.py against the running demo
 
 Each service is started only when its variable is not already set, so DATABASE_URL,
 SNOWFLAKE_HOST and REDIS_URL point a run at a real deployment instead. The command runs
@@ -89,8 +90,20 @@ def start_postgres(data_dir: Path, stack: ExitStack) -> str:
     return uri
 
 
-def start_emulator(data_dir: Path, stack: ExitStack) -> int:
-    port = int(os.environ.get("SNOWFLAKE_EMULATOR_PORT") or free_port())
+def port_from(variable: str, default: int | None) -> int:
+    """A fixed port (the demo's, so a second terminal finds it again), or any free one."""
+    if value := os.environ.get(variable):
+        return int(value)
+    if default is None:
+        return free_port()
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", default)) == 0:
+            raise SystemExit(f"port {default} is taken (is the demo running already?); set {variable} to another port")
+    return default
+
+
+def start_emulator(data_dir: Path, stack: ExitStack, port: int | None = None) -> int:
+    port = port or port_from("SNOWFLAKE_EMULATOR_PORT", None)
     (data_dir / "snowflake").mkdir(parents=True, exist_ok=True)
     process = stack.enter_context(
         child(
@@ -114,11 +127,15 @@ def start_emulator(data_dir: Path, stack: ExitStack) -> int:
     return port
 
 
-def start_redis(data_dir: Path, stack: ExitStack) -> int | None:
+def start_redis(data_dir: Path, stack: ExitStack, port: int | None = None) -> int | None:
     if not (redis_server := shutil.which("redis-server")):
-        print("redis-server not found: using the in-process LocMem cache", file=sys.stderr)
+        print(
+            "redis-server not found: using the in-process LocMem cache (each process has its own; "
+            "the Caches page and /ops/ say so). `make system-deps` installs Debian's redis-server.",
+            file=sys.stderr,
+        )
         return None
-    port = free_port()
+    port = port or free_port()
     process = stack.enter_context(
         child(
             [
@@ -144,13 +161,16 @@ def start_redis(data_dir: Path, stack: ExitStack) -> int | None:
     return port
 
 
-def start_services(data_dir: Path, stack: ExitStack, *, redis: bool) -> dict[str, str]:
+def start_services(
+    data_dir: Path, stack: ExitStack, *, redis: bool, ports: dict[str, int] | None = None
+) -> dict[str, str]:
     """Start what is not configured already; return the environment that points at it."""
+    ports = ports or {}
     env: dict[str, str] = {"DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "1")}
     if not os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"] = start_postgres(data_dir, stack)
     if not os.environ.get("SNOWFLAKE_HOST"):
-        port = start_emulator(data_dir, stack)
+        port = start_emulator(data_dir, stack, ports.get("snowflake"))
         env.update(
             SNOWFLAKE_HOST="127.0.0.1",
             SNOWFLAKE_PORT=str(port),
@@ -160,7 +180,7 @@ def start_services(data_dir: Path, stack: ExitStack, *, redis: bool) -> dict[str
             SNOWFLAKE_PASSWORD="snow",
         )
         print(f"snowflake emulator: http://127.0.0.1:{port}", flush=True)
-    if redis and not os.environ.get("REDIS_URL") and (port := start_redis(data_dir, stack)):
+    if redis and not os.environ.get("REDIS_URL") and (port := start_redis(data_dir, stack, ports.get("redis"))):
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         print(f"redis: {env['REDIS_URL']}", flush=True)
     os.environ.update(env)
@@ -186,10 +206,24 @@ def run(command: list[str], data_dir: Path, *, redis: bool) -> int:
         return process.wait()
 
 
+# What a second terminal needs to reach the running demo's services (`make manage ARGS=...`).
+DEMO_ENV = "demo.env"
+# The demo's services keep their ports from one start to the next.
+DEMO_PORTS = {"snowflake": ("SNOWFLAKE_EMULATOR_PORT", 8765), "redis": ("DEMO_REDIS_PORT", 6390)}
+
+
+def write_env(path: Path, env: dict[str, str], stack: ExitStack) -> None:
+    """`NAME=value` lines for `make manage`; removed when the demo stops, so a stale file never
+    points a command at services that are gone."""
+    path.write_text("".join(f"{name}={value}\n" for name, value in sorted(env.items())))
+    stack.callback(path.unlink, missing_ok=True)
+
+
 def demo(data_dir: Path) -> int:
     port = os.environ.get("PORT", "8000")
     with ExitStack() as stack:
-        start_services(data_dir, stack, redis=bool(os.environ.get("REDIS_URL")))
+        ports = {name: port_from(variable, default) for name, (variable, default) in DEMO_PORTS.items()}
+        env = start_services(data_dir, stack, redis=True, ports=ports)
         manage("migrate", "--no-input", "-v", "0")
         manage("demo_setup")
         worker = stack.enter_context(child([PYTHON, str(BASE_DIR / "manage.py"), "db_worker"], "task worker"))
@@ -210,19 +244,35 @@ def demo(data_dir: Path) -> int:
             )
         )
         wait_for_port(int(port), web, "web")
-        print(f"\nFanout is ready on http://127.0.0.1:{port}  (Ctrl-C stops everything)\n", flush=True)
+        write_env(data_dir / DEMO_ENV, env, stack)
+        print(f"\nFanout is ready on http://127.0.0.1:{port}  (Ctrl-C stops everything)", flush=True)
+        print("In another terminal: make manage ARGS='cache_status'  (or run_report, tpa_run, ...)\n", flush=True)
         while web.poll() is None and worker.poll() is None:
             time.sleep(0.5)
         return web.returncode or worker.returncode or 0
 
 
+def manage_demo(data_dir: Path, args: list[str]) -> int:
+    """manage.py with the running demo's environment."""
+    path = data_dir / DEMO_ENV
+    if not path.exists():
+        print(f"The demo is not running ({path} is missing): start `make demo` in another terminal.", file=sys.stderr)
+        return 2
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition("=")
+        os.environ.setdefault(name, value)
+    return subprocess.run([PYTHON, str(BASE_DIR / "manage.py"), *args]).returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["run", "demo"])
+    parser.add_argument("mode", choices=["run", "demo", "manage"])
     parser.add_argument("--data-dir", type=Path, default=BASE_DIR / ".data")
     parser.add_argument("--fresh", action="store_true", help="delete the data folder first")
     parser.add_argument("--redis", action="store_true", help="also start redis-server when REDIS_URL is unset")
     argv = sys.argv[1:]
+    if argv[:1] == ["manage"]:
+        return manage_demo(BASE_DIR / ".data", argv[1:])
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.command = argv[split + 1 :]
