@@ -6,19 +6,19 @@ import dataclasses
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 
 from project import cache
+from project.api import ApiRequest
 from project.models import CacheControl
 from project.sources import inflight
 
 router = Router()
 
 
-async def _require_cache_control(request: HttpRequest) -> None:
-    if not await CacheControl.auser_can_control(request.auth):  # type: ignore[attr-defined]
+async def _require_cache_control(request: ApiRequest) -> None:
+    if not await CacheControl.auser_can_control(request.auth):
         raise HttpError(403, "Only staff with the cache control permission may do this.")
 
 
@@ -29,17 +29,17 @@ def _known(namespace: str) -> str:
 
 
 @router.get("/cache", tags=["cache"], summary="Every cache namespace: TTL, keys, hits, misses, ages, last load")
-async def cache_status(request: HttpRequest) -> dict[str, Any]:
+async def cache_status(request: ApiRequest) -> dict[str, Any]:
     await _require_cache_control(request)
     rows = await sync_to_async(cache.status, thread_sensitive=False)()
     return {"namespaces": [row.as_dict() for row in rows]}
 
 
 @router.post("/cache/{namespace}/invalidate", tags=["cache"], summary="Make every process reload the namespace")
-async def cache_invalidate(request: HttpRequest, namespace: str) -> dict[str, Any]:
+async def cache_invalidate(request: ApiRequest, namespace: str) -> dict[str, Any]:
     await _require_cache_control(request)
     generation = await cache.ainvalidate(_known(namespace))
-    await CacheControl.arecord(request.auth, namespace, f"Invalidated through the API (generation {generation}).")  # type: ignore[attr-defined]
+    await CacheControl.arecord(request.auth, namespace, f"Invalidated through the API (generation {generation}).")
     return {"namespace": namespace, "generation": generation}
 
 
@@ -65,8 +65,8 @@ class QueryOut(Schema):
     request_id: str | None
 
 
-def _require_staff(request: HttpRequest) -> None:
-    user = request.auth  # type: ignore[attr-defined]
+def _require_staff(request: ApiRequest) -> None:
+    user = request.auth
     if not (user.is_active and user.is_staff):
         raise HttpError(403, "Only staff may see or cancel queries in flight.")
 
@@ -76,7 +76,7 @@ def _query_out(running: inflight.Running) -> dict[str, Any]:
 
 
 @router.get("/queries", response=list[QueryOut], tags=["operations"], summary="Queries running now on every source")
-async def queries(request: HttpRequest) -> list[dict[str, Any]]:
+async def queries(request: ApiRequest) -> list[dict[str, Any]]:
     _require_staff(request)
     return [_query_out(running) for running in await sync_to_async(inflight.running_now, thread_sensitive=False)()]
 
@@ -87,7 +87,7 @@ async def queries(request: HttpRequest) -> list[dict[str, Any]]:
     tags=["operations"],
     summary="Cancel a query on its database, whichever process runs it",
 )
-async def cancel_query(request: HttpRequest, query_id: str) -> Status:
+async def cancel_query(request: ApiRequest, query_id: str) -> Status:
     _require_staff(request)
     if (running := await inflight.cancel(query_id)) is None:
         return Status(404, {"detail": f"Query {query_id} is not running: it already finished."})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -27,7 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 from project import cache
 from project.models import CacheControl
 
-AsyncView = Callable[..., Awaitable[HttpResponse]]
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponse]]
 
 
 class FanoutAdminSite(admin.AdminSite):

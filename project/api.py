@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver
@@ -20,8 +21,16 @@ from project.ratelimit import RateLimited
 from project.sources import SourceError
 from project.tokens import AuthServerUnavailable, bearer
 
+
 # What any operation may answer besides its own documented results: the shared error
 # handlers below (and django-ninja's validation and authentication) produce these.
+class ApiRequest(HttpRequest):
+    """The request an API operation gets: django-ninja sets `auth` to the user that the
+    bearer token or the session belongs to (the operation runs only when there is one)."""
+
+    auth: User
+
+
 COMMON_ERRORS = {
     "400": "The request's values are wrong (the message says which).",
     "401": "No valid session or bearer token.",
@@ -99,8 +108,8 @@ def no_warmer(request: HttpRequest, exc: cache.NoWarmer) -> HttpResponse:
 
 
 @api.get("/me", tags=["account"], summary="The signed-in user (session or bearer token)")
-async def me(request: HttpRequest) -> dict[str, Any]:
-    user = request.auth  # type: ignore[attr-defined]
+async def me(request: ApiRequest) -> dict[str, Any]:
+    user = request.auth
     groups = [name async for name in user.groups.order_by("name").values_list("name", flat=True)]
     return {"username": user.get_username(), "is_staff": user.is_staff, "groups": groups}
 

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
-from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
 from django.db import models
 
 
@@ -23,16 +23,18 @@ class CacheControl(models.Model):
         return "caches"
 
     @staticmethod
-    def user_can_control(user: AbstractBaseUser | AnonymousUser) -> bool:
+    def user_can_control(user: User | AnonymousUser) -> bool:
         return bool(user.is_active and user.is_staff and user.has_perm(CacheControl.PERMISSION))
 
     @staticmethod
-    async def auser_can_control(user: AbstractBaseUser | AnonymousUser) -> bool:
+    async def auser_can_control(user: User | AnonymousUser) -> bool:
         return bool(user.is_active and user.is_staff and await user.ahas_perm(CacheControl.PERMISSION))
 
     @staticmethod
-    async def arecord(user: AbstractBaseUser, target: str, message: str, *, destructive: bool = False) -> LogEntry:
+    async def arecord(user: User | AnonymousUser, target: str, message: str, *, destructive: bool = False) -> LogEntry:
         """Write the action to the admin's log (who, when, what) as admin actions are."""
+        if not isinstance(user, User):
+            raise PermissionDenied("Only a signed-in user may control caches.")
         content_type = await ContentType.objects.aget(app_label="project", model="cachecontrol")
         return await LogEntry.objects.acreate(
             user_id=user.pk,

@@ -10,9 +10,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from django.http import Http404, HttpRequest
+from django.http import Http404
 from ninja import Router, Schema, Status
 
+from project.api import ApiRequest
 from project.ratelimit import acheck
 from project.sources import placeholder_names
 from reports import runner
@@ -121,12 +122,12 @@ def _filter_errors(errors: dict[str, str]) -> Status[FilterErrors]:
 
 
 @router.get("/", response=list[ReportOut], summary="Reports the signed-in user may see")
-async def list_reports(request: HttpRequest) -> list[ReportOut]:
+async def list_reports(request: ApiRequest) -> list[ReportOut]:
     return [_report_out(report) async for report in Report.objects.visible_to(request.auth).for_list()]
 
 
 @router.get("/{slug}", response=ReportDetail, summary="A report's definition: filters and panels")
-async def report_detail(request: HttpRequest, slug: str) -> ReportDetail:
+async def report_detail(request: ApiRequest, slug: str) -> ReportDetail:
     report = await visible_report(request.auth, slug)
     return ReportDetail(
         slug=report.slug,
@@ -162,7 +163,7 @@ async def report_detail(request: HttpRequest, slug: str) -> ReportDetail:
 
 
 @router.get("/{slug}/run", response={200: ReportRunOut, 400: FilterErrors}, summary="Run every panel at once")
-async def run_report(request: HttpRequest, slug: str, fresh: bool = False) -> Any:
+async def run_report(request: ApiRequest, slug: str, fresh: bool = False) -> Any:
     """Each panel's rows or error, with timings; one panel failing or timing out leaves the others intact."""
     await acheck(request, "report-run")
     if fresh:
@@ -194,7 +195,7 @@ async def run_report(request: HttpRequest, slug: str, fresh: bool = False) -> An
     },
     summary="Run one panel",
 )
-async def run_panel(request: HttpRequest, slug: str, panel_id: int, fresh: bool = False) -> Any:
+async def run_panel(request: ApiRequest, slug: str, panel_id: int, fresh: bool = False) -> Any:
     """The panel's result; a failed run answers with its error's status (504 for a timeout)."""
     if fresh:
         await acheck(request, "fresh")
@@ -207,7 +208,7 @@ async def run_panel(request: HttpRequest, slug: str, panel_id: int, fresh: bool 
 
 
 @router.get("/{slug}/filters/{name}/options", response=list[Option], summary="A choice filter's options")
-async def filter_options(request: HttpRequest, slug: str, name: str, fresh: bool = False) -> Any:
+async def filter_options(request: ApiRequest, slug: str, name: str, fresh: bool = False) -> Any:
     if fresh:
         await acheck(request, "fresh")
     report = await visible_report(request.auth, slug)

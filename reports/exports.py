@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.text import slugify
 
 from project.sources import SourceError
@@ -43,7 +44,7 @@ def _timeout() -> float:
 
 async def response(
     report: Report, panel: Panel, params: dict[str, Any], fmt: str, *, user_id: int | None
-) -> HttpResponse:
+) -> HttpResponseBase:
     """A streaming download, or the source's error (with its status) if the query fails before any row."""
     bound = panel_params(panel, params)
     started = time.perf_counter()

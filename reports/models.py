@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser, Group
+from django.contrib.auth.models import User as AuthUser
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
@@ -14,7 +15,7 @@ from django.urls import reverse
 
 from project.sources import Source, get_source
 
-User = AbstractBaseUser | AnonymousUser
+User = AuthUser | AnonymousUser
 
 identifier = RegexValidator(
     r"^[a-z_][a-z0-9_]*$", "Use lower-case letters, digits and underscores, starting with a letter."

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
@@ -61,7 +62,7 @@ async def panel_fragment(request: HttpRequest, slug: str, panel_id: int) -> Http
 @require_GET
 @ratelimit("report-run")
 @ratelimit("fresh", when=wants_fresh)
-async def report_stream(request: HttpRequest, slug: str) -> HttpResponse:
+async def report_stream(request: HttpRequest, slug: str) -> HttpResponseBase:
     """Every panel over one response, each sent as its query finishes (one JSON line per panel)."""
     user = await request.auser()
     try:
@@ -85,7 +86,7 @@ async def _stream_lines(prepared: Prepared, user: Any, *, fresh: bool) -> AsyncI
 
 
 @require_GET
-async def export(request: HttpRequest, slug: str, panel_id: int, fmt: str) -> HttpResponse:
+async def export(request: HttpRequest, slug: str, panel_id: int, fmt: str) -> HttpResponseBase:
     """The panel's full result, streamed from the database in batches."""
     user = await request.auser()
     try:

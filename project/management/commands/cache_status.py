@@ -22,9 +22,9 @@ class Command(BaseCommand):
 
             self.stdout.write(json_module.dumps([row.as_dict() for row in rows], indent=2))
             return
-        header = ("namespace", "ttl", "keys", "current", "hits", "misses", "ratio")
+        header: tuple[str, ...] = ("namespace", "ttl", "keys", "current", "hits", "misses", "ratio")
         header += ("oldest", "newest", "last load", "took", "warmer")
-        table = [header]
+        table: list[tuple[str, ...]] = [header]
         for row in rows:
             table.append(
                 (
