@@ -14,6 +14,9 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 from django.test import Client
 
+# The TPA fixtures, for the walk from upload to gold.
+from tests.tpa.conftest import claims_file, deployed, make_tpa  # noqa: F401
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -9,7 +9,6 @@ from django.conf import settings
 from django.test import Client
 from playwright.sync_api import expect
 
-from tests.tpa.conftest import claims_file, deployed, make_tpa  # noqa: F401 (fixtures)
 from tpa.models import PipelineRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -20,7 +19,7 @@ def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
     server_url,
     owner,
     make_tpa,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ) -> None:
     tpa = make_tpa()
     client = Client()

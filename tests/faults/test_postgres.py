@@ -40,8 +40,9 @@ async def still_running(marker: str) -> int:
             " WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
             [f"%{marker}%"],
         )
-        (count,) = await cursor.fetchone()
-        return int(count)
+        row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 async def test_it_cancels_a_never_ending_panel_at_its_deadline_and_reuses_the_connection(

@@ -26,8 +26,8 @@ def test_it_shows_calls_success_timeouts_and_percentiles_per_source(owner_client
     record_calls("postgres", operation, [0.04] * 8 + [0.4, 3.0], ["ok"] * 8 + ["ok", "timeout"])
     figures = next(f for f in source_figures()[0] if f.operation == operation)
     assert (figures.calls, figures.timeouts, figures.success_rate) == (10, 1, 0.9)
-    assert 0.025 < figures.p50 <= 0.05
-    assert 2 < figures.p99 <= 5
+    assert figures.p50 is not None and 0.025 < figures.p50 <= 0.05
+    assert figures.p99 is not None and 2 < figures.p99 <= 5
     html = owner_client.get("/ops/").content.decode()
     row = html[html.index(f"<td>{operation}</td>") :].split("</tr>")[0]
     assert "<td>10</td>" in row and "90.0%" in row and "<td>1</td>" in row

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from project.metrics import SOURCE_CALLS
-from project.sources import ParameterError, QueryError, SourceTimeout, SourceUnavailable, get_source
+from project.sources import ParameterError, QueryError, QueryResult, SourceTimeout, SourceUnavailable, get_source
 from project.sources.postgres import PostgresSource, conninfo_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,11 +25,13 @@ async def running_queries(marker: str) -> int:
     """How many server backends are running a statement containing `marker` now."""
     async with await psycopg.AsyncConnection.connect(conninfo_for({}), autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE state = 'active' AND query LIKE %s AND pid <> pg_backend_pid()",
             [f"%{marker}%"],
         )
-        (count,) = await cur.fetchone()
-        return int(count)
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 async def test_it_runs_a_query_with_bound_parameters(source) -> None:
@@ -86,7 +88,7 @@ async def test_it_keeps_other_queries_running_when_one_times_out(source) -> None
     quick = source.execute("SELECT 7 AS n", timeout=10)
     results = await asyncio.gather(slow, quick, return_exceptions=True)
     assert isinstance(results[0], SourceTimeout)
-    assert results[1].rows == [(7,)]
+    assert isinstance(results[1], QueryResult) and results[1].rows == [(7,)]
 
 
 async def test_it_streams_rows_in_batches(source) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ def make_source(kind: str = "postgres", **kwargs: Any) -> DataSource:
     return source
 
 
-def make_report(owner: User, *, groups: list[Group] = (), slug: str = "claims", **kwargs: Any) -> Report:
+def make_report(owner: User, *, groups: Sequence[Group] = (), slug: str = "claims", **kwargs: Any) -> Report:
     report = Report.objects.create(owner=owner, slug=slug, title=kwargs.pop("title", slug.title()), **kwargs)
     report.groups.set(groups)
     return report
