@@ -15,7 +15,7 @@ from django.core.asgi import get_asgi_application
 from django.test import Client
 
 # The TPA fixtures, for the walk from upload to gold.
-from tests.tpa.conftest import claims_file, deployed, make_tpa  # noqa: F401
+from tests.tpa.conftest import deployed, make_tpa  # noqa: F401
 
 CHROMIUM_ARGS = [
     "--headless",

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.test import Client
 from playwright.sync_api import expect
 
+from tests.tpa.conftest import claims_file
 from tpa.models import PipelineRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
