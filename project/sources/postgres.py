@@ -9,6 +9,7 @@ is cancelled inside `cursor.execute`, which makes psycopg cancel the query on th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -48,11 +49,15 @@ class PostgresSource:
         self.name = name
         self.config = config
         # A psycopg async pool belongs to the event loop that opened it: uvicorn has one loop
-        # per process, tests have one per test.
+        # per process; management commands, sync test clients and async_to_sync have one per
+        # call. Each loop's pool is closed by a task of that loop when the loop ends.
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool] = (
             weakref.WeakKeyDictionary()
         )
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+            weakref.WeakKeyDictionary()
+        )
         POOL_SIZE.labels(name).set(config["pool_max"])
 
     async def _pool(self) -> AsyncConnectionPool:
@@ -81,7 +86,29 @@ class PostgresSource:
                         self.name, f"cannot connect within {self.config['connect_timeout']:g} s"
                     ) from exc
                 self._pools[loop] = pool
+                self._keepers[loop] = loop.create_task(self._close_with_loop(loop, pool), name=f"{pool.name}-keeper")
         return pool
+
+    async def _close_with_loop(self, loop: asyncio.AbstractEventLoop, pool: AsyncConnectionPool) -> None:
+        """Wait until this loop ends (asyncio.run cancels every task), then close its pool.
+
+        Without this, nothing closed the pool of a one-shot loop (a management command, a
+        sync test client request, any async_to_sync call), and psycopg-pool's workers catch
+        CancelledError around each maintenance task (`CLIENT_EXCEPTIONS` in pool_async.py;
+        psycopg/psycopg#1345 is the same family): a worker cancelled while it opened a
+        connection logged "error connecting in 'fanout-postgres'" and went back to waiting
+        on its queue, so `asyncio.Runner.close()` waited for it forever. Every finished loop
+        also kept its pool's connections (the pool refers to its loop, so the weak maps
+        never let go) until Postgres refused new clients.
+        """
+        try:
+            await loop.create_future()  # resolved by nobody: only the loop's end or close() ends it
+        finally:
+            if self._pools.get(loop) is pool:
+                del self._pools[loop]
+            self._locks.pop(loop, None)
+            self._keepers.pop(loop, None)
+            await _close_cancelled(pool)
 
     def pool_stats(self) -> dict[str, int]:
         stats: dict[str, int] = {}
@@ -199,9 +226,29 @@ class PostgresSource:
         return result.elapsed
 
     async def close(self) -> None:
-        """Close this event loop's pool (a pool of another loop can only be closed there)."""
-        if (pool := self._pools.pop(asyncio.get_running_loop(), None)) is not None:
-            await pool.close()
+        """Close this event loop's pool now (a pool of another loop closes when its loop ends)."""
+        if (keeper := self._keepers.get(asyncio.get_running_loop())) is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+
+async def _close_cancelled(pool: AsyncConnectionPool) -> None:
+    """Close a pool whose workers may have been cancelled with their loop.
+
+    `close()` tells the workers to stop (which ends even one that swallowed its
+    cancellation), then waits for them, and only then closes the idle connections: when
+    the loop's end has cancelled the workers, that wait raises CancelledError and the idle
+    connections would be dropped unclosed. So take them out first and close them here.
+    """
+    idle = []
+    with contextlib.suppress(PoolTimeout):
+        while pool.get_stats().get("pool_available"):
+            idle.append(await pool.getconn(timeout=1.0))
+    # CancelledError here comes from waiting for the cancelled workers, told to stop anyway.
+    with contextlib.suppress(asyncio.CancelledError):
+        await pool.close()
+    for conn in idle:
+        await conn.close()
 
 
 def _diag(exc: psycopg.Error) -> str:

@@ -7,9 +7,14 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from reports.models import Filter, Panel, QueryLog, Report
+from tests.loops import DEADLINE, backends, call_with_deadline, keep_pool_warnings_out_of
 from tests.reports.conftest import make_filter, make_panel
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+# The command path many times in one process: each call runs on an event loop of its own,
+# and a pool or task that outlived its loop once hung `make test` (issue 9).
+ITERATIONS = 200
 
 
 def test_it_installs_the_demo_reports_idempotently(owner):
@@ -57,3 +62,35 @@ def test_it_prints_csv(report):
     out = StringIO()
     call_command("run_report", "claims", "--format", "csv", stdout=out)
     assert "status,answer\r\nok,42" in out.getvalue()
+
+
+def test_it_runs_every_async_command_many_times_in_one_process(report, caplog) -> None:
+    keep_pool_warnings_out_of(caplog)
+    make_filter(report, "n", "number", default="1")
+    make_panel(report, "SELECT %(n)s::int + 1 AS next", title="Next")
+    make_panel(report, "SELECT * FROM no_such_table", title="Broken")
+    before = backends()
+
+    def run_report() -> str:
+        out = StringIO()
+        with pytest.raises(CommandError, match="1 of 3 panels failed"):
+            call_command("run_report", "claims", "--param", "n=41", "--fresh", stdout=out)
+        return out.getvalue()
+
+    def cache_warm() -> str:
+        out = StringIO()
+        call_command("cache_warm", stdout=out)
+        return out.getvalue()
+
+    def check_sources() -> str:
+        out = StringIO()
+        call_command("check_sources", "postgres", stdout=out)
+        return out.getvalue()
+
+    for iteration in range(ITERATIONS):
+        text = call_with_deadline(run_report, DEADLINE, f"run_report #{iteration}")
+        assert "42" in text and 'relation "no_such_table" does not exist' in text
+        assert "warmed" in call_with_deadline(cache_warm, DEADLINE, f"cache_warm #{iteration}")
+        assert " ok " in call_with_deadline(check_sources, DEADLINE, f"check_sources #{iteration}")
+    # Each call's loop took its pool's connections with it.
+    assert backends() <= before
