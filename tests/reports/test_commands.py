@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from reports.models import Filter, Panel, QueryLog, Report
 from tests.loops import DEADLINE, backends, call_with_deadline, keep_pool_warnings_out_of
@@ -49,6 +53,29 @@ def test_it_prints_each_panel_with_its_timing_and_fails_when_one_fails(report):
     assert "Next  [" in text and "42" in text
     assert 'relation "no_such_table" does not exist' in text
     assert QueryLog.objects.filter(trigger="command").count() == 3
+
+
+def test_it_prints_json_as_one_compact_document(report):
+    out = StringIO()
+    call_command("run_report", "claims", "--format", "json", stdout=out)
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("}\n")  # one line, not one token per line
+    assert json.loads(text)["panels"][0]["rows"] == [["ok", 42]]
+
+
+def test_it_stops_quietly_when_its_reader_goes_away(report):
+    """`manage.py run_report ... | head -c 10`: no BrokenPipeError traceback."""
+    db = connection.settings_dict
+    url = f"postgresql://{db['USER']}:{db['PASSWORD']}@/{db['NAME']}?host={db['HOST']}"
+    command = [sys.executable, "manage.py", "run_report", "claims", "--format", "json"]
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "DATABASE_URL": url}
+    )
+    assert child.stdout is not None
+    child.stdout.close()  # the reader is gone before the command writes a byte
+    _, stderr = child.communicate(timeout=DEADLINE)
+    assert "Traceback" not in stderr.decode() and "BrokenPipe" not in stderr.decode(), stderr.decode()
+    assert child.returncode == 1
 
 
 def test_it_refuses_bad_filter_values_before_running(report):

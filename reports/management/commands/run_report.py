@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 from collections import defaultdict
 from typing import Any
 
@@ -49,9 +51,15 @@ class Command(BaseCommand):
             errors = "; ".join(f"{name}: {message}" for name, message in exc.errors.items())
             raise CommandError(f"Check the filters: {errors}") from None
         report = prepared.report
-        {"table": self.print_tables, "csv": self.print_csv, "json": self.print_json}[format](
-            report, prepared.state.params(), runs, limit
-        )
+        printer = {"table": self.print_tables, "csv": self.print_csv, "json": self.print_json}[format]
+        try:
+            printer(report, prepared.state.params(), runs, limit)
+            self.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly. Point stdout at /dev/null so the
+            # interpreter's last flush does not fail again (the Python docs' advice on SIGPIPE).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
         if failed := [run for run in runs if not run.ok]:
             raise CommandError(f"{len(failed)} of {len(runs)} panels failed.", returncode=1)
 
@@ -78,8 +86,9 @@ class Command(BaseCommand):
 
     def print_json(self, report: Report, params: dict[str, Any], runs: list[PanelRun], limit: int) -> None:
         payload = {"slug": report.slug, "parameters": json_safe(params), "panels": [run.as_dict() for run in runs]}
-        json.dump(payload, self.stdout, cls=DjangoJSONEncoder, indent=2)
-        self.stdout.write("")
+        # One compact document in one write (json.dump writes token by token, and each
+        # OutputWrapper.write ends its piece with a newline).
+        self.stdout.write(json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")))
 
 
 async def run_for_command(slug: str, values: ListMapping, fresh: bool) -> tuple[Prepared, list[PanelRun]]:
