@@ -15,7 +15,7 @@ from fakesnow.fakes import FakeSnowflakeConnection
 from fakesnow.rowtype import describe_as_rowtype
 from starlette.responses import JSONResponse
 
-from devtools.emulator.running import CANCELLED_CODE, CANCELLED_MESSAGE, CANCELLED_SQLSTATE
+from devtools.emulator.running import RunningQuery
 
 # (column name, DuckDB type) for describe_as_rowtype
 Columns = Sequence[tuple[str, str]]
@@ -28,15 +28,8 @@ def error_response(e: snowflake.connector.errors.Error) -> JSONResponse:
     )
 
 
-def cancelled_response() -> JSONResponse:
-    return JSONResponse(
-        {
-            "data": {"errorCode": CANCELLED_CODE, "sqlState": CANCELLED_SQLSTATE},
-            "code": CANCELLED_CODE,
-            "message": CANCELLED_MESSAGE,
-            "success": False,
-        }
-    )
+def cancelled_response(query: RunningQuery) -> JSONResponse:
+    return error_response(query.cancel_error())
 
 
 def _success(conn: FakeSnowflakeConnection, data: dict[str, Any]) -> JSONResponse:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +26,24 @@ CANCELLED_SQLSTATE = "57014"
 _INTERRUPT_INTERVAL = 0.05
 
 
+# Snowflake's answer when STATEMENT_TIMEOUT_IN_SECONDS ends a statement
+# (https://docs.snowflake.com/en/sql-reference/parameters#statement-timeout-in-seconds).
+TIMED_OUT_CODE = "000630"
+
+
 class QueryCancelled(snowflake.connector.errors.ProgrammingError):
     def __init__(self) -> None:
         super().__init__(msg=CANCELLED_MESSAGE, errno=int(CANCELLED_CODE), sqlstate=CANCELLED_SQLSTATE)
+
+
+class StatementTimedOut(QueryCancelled):
+    def __init__(self, seconds: float) -> None:
+        snowflake.connector.errors.ProgrammingError.__init__(
+            self,
+            msg=f"Statement reached its statement or warehouse timeout of {seconds:g} second(s) and was canceled.",
+            errno=int(TIMED_OUT_CODE),
+            sqlstate=CANCELLED_SQLSTATE,
+        )
 
 
 @dataclass(eq=False)
@@ -36,8 +53,12 @@ class RunningQuery:
     conn: FakeSnowflakeConnection
     loop: asyncio.AbstractEventLoop
     started_at: float = field(default_factory=time.time)
+    # Snowflake's id for the query, known from the start (an asynchronous query answers with it)
+    query_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     # true while the query sleeps in SYSTEM$WAIT, which costs no thread
     waiting: bool = False
+    # set when the statement's own STATEMENT_TIMEOUT_IN_SECONDS ended it
+    timed_out_after: float | None = None
     _cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -49,16 +70,28 @@ class RunningQuery:
         self._cancelled.set()
         self.interrupt()
 
+    def time_out_after(self, seconds: float) -> asyncio.TimerHandle:
+        """Cancel the query when its statement timeout passes, as Snowflake does."""
+
+        def fire() -> None:
+            if not self.cancelled:
+                self.timed_out_after = seconds
+                self.cancel()
+
+        return self.loop.call_later(seconds, fire)
+
+    def cancel_error(self) -> QueryCancelled:
+        return QueryCancelled() if self.timed_out_after is None else StatementTimedOut(self.timed_out_after)
+
     def interrupt(self) -> None:
         # every statement of a session runs on the session's DuckDB connection
-        try:
+        # a closed session raises: nothing runs on it then
+        with contextlib.suppress(duckdb.Error):
             self.conn._duck_conn.interrupt()  # noqa: SLF001
-        except duckdb.Error:
-            pass  # the session is closed, so nothing runs on it
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled:
-            raise QueryCancelled()
+            raise self.cancel_error()
 
     async def wait(self, seconds: float) -> None:
         """Sleep on the event loop, or raise QueryCancelled as soon as the query is cancelled."""
@@ -70,7 +103,7 @@ class RunningQuery:
             return
         finally:
             self.waiting = False
-        raise QueryCancelled()
+        raise self.cancel_error()
 
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run blocking DuckDB work in the thread pool, interrupting it if the query is cancelled."""
@@ -79,7 +112,7 @@ class RunningQuery:
             return await self.interruptible(run_in_threadpool(fn, *args, **kwargs))
         except duckdb.InterruptException:
             if self.cancelled:
-                raise QueryCancelled() from None
+                raise self.cancel_error() from None
             raise
 
     async def interruptible(self, work_coro: Coroutine[Any, Any, Any]) -> Any:
@@ -103,6 +136,7 @@ class RunningQuery:
 @dataclass(frozen=True)
 class RunningQueryInfo:
     request_id: str
+    query_id: str
     sql_text: str
     started_at: float
     waiting: bool
@@ -141,20 +175,23 @@ def unregister(query: RunningQuery) -> None:
 
 
 def find(request_id: str) -> RunningQuery | None:
-    return _running.get(request_id)
+    """The running query with this requestId or query id."""
+    if query := _running.get(request_id):
+        return query
+    return next((q for q in list(_running.values()) if q.query_id == request_id), None)
 
 
 def running_queries() -> list[RunningQueryInfo]:
     """A snapshot of the queries the emulator is running, safe to call from any thread."""
     return [
-        RunningQueryInfo(q.request_id, q.sql_text, q.started_at, q.waiting, q.cancelled)
+        RunningQueryInfo(q.request_id, q.query_id, q.sql_text, q.started_at, q.waiting, q.cancelled)
         for q in list(_running.values())
     ]
 
 
 def cancel_query(request_id: str) -> bool:
-    """Cancel a running query by its requestId, from any thread. False if it is not running."""
-    query = _running.get(request_id)
+    """Cancel a running query by its requestId or query id, from any thread. False if it is not running."""
+    query = find(request_id)
     if query is None:
         return False
     query.loop.call_soon_threadsafe(query.cancel)

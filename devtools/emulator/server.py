@@ -1,6 +1,7 @@
 """fakesnow's Starlette app, with persistence, real aborts and the statements the app needs.
 
-Every route is fakesnow's except two. The query request first answers what fakesnow lacks
+Sign-in, sessions and roles are the emulator's own (devtools.emulator.accounts), and so are
+asynchronous queries (devtools.emulator.asyncexec). The query request first answers what fakesnow lacks
 (LIST with a path, REMOVE, CREATE/DROP/CALL PROCEDURE, SYSTEM$WAIT and SYSTEM$CANCEL_QUERY)
 and hands everything else to fakesnow's handler; both run under a registry entry keyed by the
 connector's requestId, so the abort request can stop the query: it ends a wait, and interrupts
@@ -40,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from devtools.emulator import procedures, running, stage, system_functions
+from devtools.emulator import accounts, asyncexec, procedures, running, stage, system_functions
 from devtools.emulator.results import cancelled_response, cursor_response, error_response, rows_response
 from devtools.emulator.running import RunningQuery
 from devtools.emulator.sqltext import first_words
@@ -49,6 +50,16 @@ logger = logging.getLogger("devtools.emulator")
 
 QUERY_PATH = "/queries/v1/query-request"
 ABORT_PATH = "/queries/v1/abort-request"
+LOGIN_PATH = "/session/v1/login-request"
+OURS = (
+    QUERY_PATH,
+    ABORT_PATH,
+    LOGIN_PATH,
+    "/session",
+    "/session/heartbeat",
+    "/session/token-request",
+    "/monitoring/queries/{sfqid}",
+)
 
 _active = False
 
@@ -58,8 +69,19 @@ def build_app(data_dir: str | os.PathLike[str] | None = None) -> Starlette:
     routes: list[BaseRoute] = [
         Route(QUERY_PATH, query_request, methods=["POST"]),
         Route(ABORT_PATH, abort_request, methods=["POST"]),
+        Route(LOGIN_PATH, login_request, methods=["POST"]),
+        Route("/session", session_request, methods=["POST"]),
+        Route("/session/heartbeat", session_request, methods=["POST"]),
+        Route("/session/token-request", token_request, methods=["POST"]),
+        Route("/monitoring/queries/{sfqid}", monitoring_request, methods=["GET"]),
+        Route("/queries/{sfqid}/result", result_request, methods=["GET"]),
+        Route("/queries/{sfqid}/abort-request", abort_by_id_request, methods=["POST"]),
+        # The emulator's own controls, for tests in another process (not Snowflake routes).
+        Route("/emulator/expire-sessions", expire_sessions_request, methods=["POST"]),
+        Route("/emulator/oauth-tokens", oauth_token_request, methods=["POST"]),
+        Route("/emulator/queries", running_request, methods=["GET"]),
     ]
-    routes += [r for r in fs_server.routes if getattr(r, "path", None) not in (QUERY_PATH, ABORT_PATH)]
+    routes += [r for r in fs_server.routes if getattr(r, "path", None) not in OURS]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,6 +110,7 @@ class EmulatorServer(uvicorn.Server):
     async def shutdown(self, sockets: Any = None) -> None:
         # a 30 s SYSTEM$WAIT or a long scan would otherwise hold the shutdown until it ends
         running.cancel_all()
+        asyncexec.cancel_all()
         await super().shutdown(sockets)
 
 
@@ -104,8 +127,8 @@ async def _installed(data_dir: Path | None) -> AsyncIterator[None]:
     if data_dir is None:
         bucket = tempfile.mkdtemp(prefix="emulator_stage_")
     else:
-        bucket = os.path.realpath(data_dir / "stage")
-        os.makedirs(bucket, exist_ok=True)
+        bucket = str((data_dir / "stage").resolve())
+        os.makedirs(bucket, exist_ok=True)  # noqa: ASYNC240 - once, at startup
     try:
         fs = await run_in_threadpool(_open, data_dir)
     except BaseException:
@@ -113,11 +136,13 @@ async def _installed(data_dir: Path | None) -> AsyncIterator[None]:
         raise
     fs_server.shared_fs = fs
     fs_stage.LOCAL_BUCKET_PATH = bucket
+    accounts.reset()
     _quiet_interrupts()
     try:
         yield
     finally:
         running.cancel_all()
+        asyncexec.cancel_all()
         await run_in_threadpool(_close, fs)
         fs_server.shared_fs, fs_stage.LOCAL_BUCKET_PATH = saved
         if data_dir is None:
@@ -200,18 +225,106 @@ def _with_body(request: Request, body: dict[str, Any]) -> Request:
     return Request(scope, receive)
 
 
+def _no_session() -> JSONResponse:
+    # Snowflake answers a request whose session it does not know with this code, over HTTP 200
+    return JSONResponse(
+        {"data": None, "code": "390104", "message": "User must login again to access the service.", "success": False}
+    )
+
+
+async def login_request(request: Request) -> Response:
+    body = await _json_body(request)
+    data = body.setdefault("data", {})
+    data.setdefault("SESSION_PARAMETERS", {})
+    try:
+        user, role = accounts.sign_in(data, request.query_params.get("roleName"))
+    except accounts.SignInError as e:
+        return e.response()
+    response = await fs_server.login_request(_with_body(request, body))
+    payload = json.loads(bytes(response.body))
+    session = accounts.open_session(payload["data"]["token"], user, role)
+    payload["data"].update(
+        masterToken=session.master_token,
+        validityInSeconds=accounts.SESSION_VALIDITY,
+        masterValidityInSeconds=accounts.MASTER_VALIDITY,
+    )
+    payload["data"]["sessionInfo"]["roleName"] = role
+    return JSONResponse(payload)
+
+
+async def token_request(request: Request) -> Response:
+    body = await _json_body(request)
+    master = (request.headers.get("Authorization") or "")[17:-1]
+    renewed = accounts.renew(master, str(body.get("oldSessionToken") or ""))
+    if isinstance(renewed, accounts.SignInError):
+        return renewed.response()
+    old, new = renewed
+    fs_server.sessions[new] = fs_server.sessions.pop(old)
+    return JSONResponse(
+        {
+            "data": {
+                "sessionToken": new,
+                "validityInSecondsST": accounts.SESSION_VALIDITY,
+                "masterToken": master,
+                "validityInSecondsMT": accounts.MASTER_VALIDITY,
+            },
+            "success": True,
+        }
+    )
+
+
+async def session_request(request: Request) -> Response:
+    """Heartbeat and sign-out: both need a live session."""
+    session = accounts.session_of(request)
+    if session is None:
+        return _no_session()
+    if (expired := accounts.expired_response(session)) is not None:
+        return expired
+    token = (request.headers.get("Authorization") or "")[17:-1]
+    if request.query_params.get("delete"):
+        accounts.forget(token)
+        fs_server.sessions.pop(token, None)
+    return JSONResponse({"data": None, "code": None, "message": None, "success": True})
+
+
 async def query_request(request: Request) -> Response:
+    session = accounts.session_of(request)
+    if (expired := accounts.expired_response(session)) is not None:
+        return expired
     try:
         conn = fs_server.to_conn(fs_server.to_token(request))
     except fs_server.ServerError:
-        return await fs_server.query_request(request)  # answers with fakesnow's login error
+        return _no_session()
+    assert session is not None  # every fakesnow session here was opened by login_request
 
     body = await _json_body(request)
     request_id = request.query_params.get("requestId") or str(uuid.uuid4())
     query = RunningQuery(request_id, body["sqlText"], conn, asyncio.get_running_loop())
     running.register(query)
+    parameters = body.get("parameters") or {}
+    timer = None
+    if (seconds := float(parameters.get("STATEMENT_TIMEOUT_IN_SECONDS") or 0)) > 0:
+        timer = query.time_out_after(seconds)
+
+    async def answer() -> Response:
+        try:
+            return await _guarded(_with_body(request, body), body, query, session)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    if body.get("asyncExec") and not body.get("describeOnly"):
+        return asyncexec.submit(query, session.user, answer)
     try:
-        return await _answer(request, body, query)
+        return await answer()
+    finally:
+        running.unregister(query)
+
+
+async def _guarded(request: Request, body: dict[str, Any], query: RunningQuery, session: accounts.Session) -> Response:
+    try:
+        accounts.check_privileges(session, body["sqlText"])
+        return await _answer(request, body, query, session)
     except snowflake.connector.errors.Error as e:
         return error_response(e)
     except Exception as e:
@@ -221,25 +334,28 @@ async def query_request(request: Request) -> Response:
         return error_response(
             snowflake.connector.errors.ProgrammingError(msg=f"emulator error: {e!r}", errno=9999, sqlstate="99999")
         )
-    finally:
-        running.unregister(query)
 
 
-async def _answer(request: Request, body: dict[str, Any], query: RunningQuery) -> Response:
+async def _answer(request: Request, body: dict[str, Any], query: RunningQuery, session: accounts.Session) -> Response:
     query.raise_if_cancelled()  # aborted before it arrived
     sql: str = body["sqlText"]
     conn = query.conn
     describe_only = bool(body.get("describeOnly"))
-    words = first_words(sql, 2)
+    words = first_words(sql, 6)
     verb = words[0] if words else ""
 
+    if accounts.handles(words):
+        if describe_only:
+            return rows_response(conn, [("status", "VARCHAR")], [])
+        names, *rows = accounts.run(session, sql)
+        return rows_response(conn, [(name, "VARCHAR") for name in names], rows)
     if verb in ("LIST", "LS"):
         rows = [] if describe_only else await query.run_in_thread(stage.list_files, conn, sql, _values(body))
         return rows_response(conn, stage.LIST_COLUMNS, rows)
     if verb in ("REMOVE", "RM"):
         rows = [] if describe_only else await query.run_in_thread(stage.remove_files, conn, sql, _values(body))
         return rows_response(conn, stage.REMOVE_COLUMNS, rows)
-    if procedures.is_create_procedure(sql) or words == ["DROP", "PROCEDURE"]:
+    if procedures.is_create_procedure(sql) or words[:2] == ["DROP", "PROCEDURE"]:
         if describe_only:
             return rows_response(conn, [("status", "VARCHAR")], [])
         run = procedures.create if verb == "CREATE" else procedures.drop
@@ -259,7 +375,7 @@ async def _answer(request: Request, body: dict[str, Any], query: RunningQuery) -
     response = await query.interruptible(fs_server.query_request(request))
     if query.cancelled and not json.loads(bytes(response.body)).get("success"):
         # fakesnow reports the interrupted statement as an internal error
-        return cancelled_response()
+        return cancelled_response(query)
     if response.status_code >= 500:
         # fakesnow answers what it cannot run with HTTP 500, which the connector retries until
         # its deadline: report it as the failed statement it is, with fakesnow's message.
@@ -284,15 +400,78 @@ def _values(body: dict[str, Any]) -> list[Any]:
     return [from_binding(bindings[k]) for k in sorted(bindings, key=int)]
 
 
+def _live_session(request: Request) -> accounts.Session | JSONResponse:
+    session = accounts.session_of(request)
+    if session is None:
+        return _no_session()
+    return accounts.expired_response(session) or session
+
+
 async def abort_request(request: Request) -> Response:
-    try:
-        fs_server.to_conn(fs_server.to_token(request))
-    except fs_server.ServerError as e:
-        return JSONResponse(
-            {"data": None, "code": e.code, "message": e.message, "success": False}, status_code=e.status_code
-        )
+    session = _live_session(request)
+    if isinstance(session, JSONResponse):
+        return session
     body = await _json_body(request)
     if request_id := body.get("requestId"):
         logger.info("abort requested for %s", request_id)
         running.abort(str(request_id))
     return JSONResponse({"data": None, "code": None, "message": None, "success": True})
+
+
+async def monitoring_request(request: Request) -> Response:
+    session = _live_session(request)
+    if isinstance(session, JSONResponse):
+        return session
+    return asyncexec.monitoring(request.path_params["sfqid"], session.user)
+
+
+async def result_request(request: Request) -> Response:
+    session = _live_session(request)
+    if isinstance(session, JSONResponse):
+        return session
+    return asyncexec.result(request.path_params["sfqid"], session.user)
+
+
+async def abort_by_id_request(request: Request) -> Response:
+    session = _live_session(request)
+    if isinstance(session, JSONResponse):
+        return session
+    query_id = request.path_params["sfqid"]
+    stopped = asyncexec.abort(query_id, session.user)
+    if not stopped and (sync := running.find(query_id)) is not None:
+        sync.cancel()
+        stopped = True
+    return JSONResponse({"data": None, "code": None, "message": None, "success": stopped})
+
+
+async def expire_sessions_request(request: Request) -> Response:
+    body = await _json_body(request) if await request.body() else {}
+    user = body.get("user")
+    count = accounts.expire_session_tokens(user) if body.get("renewable") else accounts.expire_sessions(user)
+    return JSONResponse({"expired": count})
+
+
+async def oauth_token_request(request: Request) -> Response:
+    body = await _json_body(request)
+    try:
+        token = accounts.issue_oauth_token(str(body["user"]), body.get("role"))
+    except KeyError:
+        return JSONResponse({"error": "unknown user"}, status_code=400)
+    return JSONResponse({"access_token": token, "token_type": "Bearer"})
+
+
+async def running_request(request: Request) -> Response:
+    return JSONResponse(
+        {
+            "queries": [
+                {
+                    "request_id": q.request_id,
+                    "query_id": q.query_id,
+                    "sql_text": q.sql_text,
+                    "waiting": q.waiting,
+                    "cancelled": q.cancelled,
+                }
+                for q in running.running_queries()
+            ]
+        }
+    )
