@@ -46,6 +46,27 @@ POOL_WAITING = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Each workload (panels, exports, pipeline, health, cancel) has its own share of a source, so
+# one cannot starve another (issue 10): its limit, what runs and what waits.
+WORKLOAD_LIMIT = Gauge(
+    "fanout_source_workload_limit",
+    "Queries a workload may have in flight on a source.",
+    ["source", "workload"],
+    multiprocess_mode="livesum",
+)
+WORKLOAD_IN_FLIGHT = Gauge(
+    "fanout_source_workload_in_flight",
+    "Queries of a workload in flight on a source right now.",
+    ["source", "workload"],
+    multiprocess_mode="livesum",
+)
+WORKLOAD_WAITING = Gauge(
+    "fanout_source_workload_waiting",
+    "Queries of a workload waiting for their share of a source.",
+    ["source", "workload"],
+    multiprocess_mode="livesum",
+)
+
 
 @asynccontextmanager
 async def track_call(source: str, operation: str) -> AsyncIterator[None]:

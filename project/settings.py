@@ -129,6 +129,96 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SOURCE_DEFAULT_TIMEOUT = positive_float("SOURCE_DEFAULT_TIMEOUT", 30.0)
 SOURCE_MAX_ROWS = positive_int("SOURCE_MAX_ROWS", 10_000)
 
+SNOWFLAKE_SIGN_IN = {
+    "key_pair": "SNOWFLAKE_PRIVATE_KEY_FILE",
+    "oauth": "SNOWFLAKE_OAUTH_TOKEN",
+    "programmatic_access_token": "SNOWFLAKE_PROGRAMMATIC_ACCESS_TOKEN",
+    "password": "SNOWFLAKE_PASSWORD",
+}
+
+
+def _given(name: str) -> bool:
+    # The key file is a path already; the secrets may come from NAME or NAME_FILE.
+    return bool(os.environ.get(name) or (not name.endswith("_FILE") and os.environ.get(f"{name}_FILE")))
+
+
+def snowflake_sign_in(debug: bool) -> dict[str, Any]:
+    """How Fanout signs in to Snowflake: exactly one method, each complete, or a clear refusal.
+
+    Key pair (SNOWFLAKE_PRIVATE_KEY_FILE, a PEM file, with SNOWFLAKE_PRIVATE_KEY_PASSPHRASE[_FILE]
+    when it is encrypted), an OAuth access token, a programmatic access token, or a password:
+    https://docs.snowflake.com/en/developer-guide/python-connector/python-connector-connect
+    """
+    chosen = [method for method, name in SNOWFLAKE_SIGN_IN.items() if _given(name)]
+    names = [SNOWFLAKE_SIGN_IN[method] for method in chosen]
+    passphrase_given = _given("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
+    if len(chosen) > 1:
+        raise ImproperlyConfigured(f"Snowflake sign-in: set only one of {', '.join(names)}, not all of them.")
+    if passphrase_given and chosen != ["key_pair"]:
+        raise ImproperlyConfigured(
+            "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE is set without SNOWFLAKE_PRIVATE_KEY_FILE: "
+            "set the key file too, or remove the passphrase."
+        )
+    if not chosen:
+        if debug:
+            # Unusable until configured (`make demo` and `make test` configure the emulator).
+            return {"authenticator": "password", "password": ""}
+        raise ImproperlyConfigured(
+            "Snowflake sign-in is not configured: set SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and one of "
+            + ", ".join(SNOWFLAKE_SIGN_IN.values())
+            + "."
+        )
+    (method,) = chosen
+    if not os.environ.get("SNOWFLAKE_ACCOUNT") and not debug:
+        raise ImproperlyConfigured(f"{names[0]} is set without SNOWFLAKE_ACCOUNT: set the account too.")
+    if method != "oauth" and not os.environ.get("SNOWFLAKE_USER") and not debug:
+        raise ImproperlyConfigured(f"{names[0]} is set without SNOWFLAKE_USER: set the user too.")
+    if method == "key_pair":
+        return {"authenticator": method, "private_key": _private_key(passphrase_given)}
+    if method == "password":
+        return {"authenticator": method, "password": secret("SNOWFLAKE_PASSWORD")}
+    return {"authenticator": method, "token": secret(SNOWFLAKE_SIGN_IN[method])}
+
+
+def _private_key(passphrase_given: bool) -> bytes:
+    """The key file, decrypted and checked now (a bad file or passphrase stops the start), as DER."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    path = os.environ["SNOWFLAKE_PRIVATE_KEY_FILE"]
+    passphrase = secret("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE").encode() if passphrase_given else None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"SNOWFLAKE_PRIVATE_KEY_FILE={path!r} cannot be read: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError:
+        raise ImproperlyConfigured(
+            "SNOWFLAKE_PRIVATE_KEY_FILE is encrypted: set SNOWFLAKE_PRIVATE_KEY_PASSPHRASE (or _FILE)"
+            if passphrase is None
+            else "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE is set but SNOWFLAKE_PRIVATE_KEY_FILE is not encrypted"
+        ) from None
+    except ValueError:
+        raise ImproperlyConfigured(
+            "SNOWFLAKE_PRIVATE_KEY_FILE is not a PEM private key, or SNOWFLAKE_PRIVATE_KEY_PASSPHRASE is wrong."
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ImproperlyConfigured("SNOWFLAKE_PRIVATE_KEY_FILE must hold an RSA (or EC) private key.")
+    der = serialization.Encoding.DER
+    return key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def snowflake_report_role(debug: bool) -> str:
+    role = env.str("SNOWFLAKE_REPORT_ROLE", default="")
+    if not role and not debug:
+        raise ImproperlyConfigured(
+            "Set SNOWFLAKE_REPORT_ROLE: report queries must run under a read-only Snowflake role, "
+            "not the pipeline's (SNOWFLAKE_ROLE)."
+        )
+    return role
+
+
 FANOUT_SOURCES: dict[str, dict[str, Any]] = {
     # Report queries on Postgres. Without REPORTS_DATABASE_URL they read the app's own
     # database (read-only transactions), which is what the demo reports show.
@@ -144,7 +234,7 @@ FANOUT_SOURCES: dict[str, dict[str, Any]] = {
         "kind": "snowflake",
         "account": env.str("SNOWFLAKE_ACCOUNT", default="fanout"),
         "user": env.str("SNOWFLAKE_USER", default="fanout"),
-        "password": secret("SNOWFLAKE_PASSWORD", "") if os.environ.get("SNOWFLAKE_HOST") else "",
+        **snowflake_sign_in(DEBUG),
         "host": env.str("SNOWFLAKE_HOST", default=""),
         "port": env.int("SNOWFLAKE_PORT", default=443),
         "protocol": env.str("SNOWFLAKE_PROTOCOL", default="https"),
@@ -152,16 +242,27 @@ FANOUT_SOURCES: dict[str, dict[str, Any]] = {
         "schema": env.str("SNOWFLAKE_SCHEMA", default="PUBLIC"),
         "warehouse": env.str("SNOWFLAKE_WAREHOUSE", default=""),
         "role": env.str("SNOWFLAKE_ROLE", default=""),
-        # Report queries run under this role; it should only have SELECT grants.
-        "report_role": env.str("SNOWFLAKE_REPORT_ROLE", default=""),
-        # The executor and the connection pool share this size: a slow warehouse queues
-        # work here instead of exhausting threads (DESIGN.md, decision 2).
+        # Report queries run under this role, which should hold only SELECT (and READ on
+        # stages): the warehouse then refuses a write whatever the text. Required in production.
+        "report_role": snowflake_report_role(DEBUG),
+        # Threads of the panels workload: they carry only the HTTP round trips (submit, status,
+        # result download) of asynchronous queries, so a running query holds none.
         "pool_size": positive_int("SNOWFLAKE_POOL_SIZE", 8),
+        # Queries each workload may have in flight; each has its own threads as well, so none
+        # can starve another (SNOWFLAKE_CONCURRENCY_PANELS, _EXPORTS, _PIPELINE, _HEALTH, _CANCEL).
+        "concurrency": {
+            workload: positive_int(f"SNOWFLAKE_CONCURRENCY_{workload.upper()}", default)
+            for workload, default in {"panels": 64, "exports": 4, "pipeline": 4, "health": 2, "cancel": 4}.items()
+        },
         "login_timeout": positive_float("SNOWFLAKE_LOGIN_TIMEOUT", 10.0),
-        # Bounds every HTTP request of a session, retries included (an abort sent to a
-        # warehouse that went away would otherwise retry for minutes on an executor thread).
-        # Snowflake answers a long query with "in progress" well within it and is polled.
+        # Bounds every HTTP request of a session, retries included. With asynchronous queries
+        # no request waits for a query, so this bounds round trips and result downloads only.
         "network_timeout": positive_float("SNOWFLAKE_NETWORK_TIMEOUT", 60.0),
+        # Sessions older than this are signed out and replaced (Snowflake's session token
+        # lasts an hour and renews; the master token lasts four).
+        "max_age": positive_float("SNOWFLAKE_CONNECTION_MAX_AGE", 3600.0),
+        "keep_alive": env.bool("SNOWFLAKE_KEEP_ALIVE", default=True),
+        "idle_max": positive_int("SNOWFLAKE_IDLE_MAX", 16),
     },
 }
 

@@ -94,13 +94,6 @@ SESSION_HELD = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="project.sources.snowflake: a pooled session meets the dead server inside cursor.execute and the "
-    "connector retries the refused connection until SNOWFLAKE_NETWORK_TIMEOUT (60 s, kept long because the "
-    "emulator holds a long query's request open), so the caller reaches its own deadline first and sees "
-    "SourceTimeout/504 rather than SourceUnavailable/503",
-)
 def test_it_answers_unavailable_from_a_source_that_held_a_session_before_the_outage(on_emulator: Emulator) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", SESSION_HELD, str(on_emulator.port)],
