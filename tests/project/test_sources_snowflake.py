@@ -263,3 +263,44 @@ async def test_it_replaces_sessions_older_than_their_maximum_age() -> None:
 )
 def test_it_reads_the_statement_type_past_comments(sql: str, keyword: str) -> None:
     assert statement_keyword(sql) == keyword
+
+
+# -- the report role: the warehouse itself refuses a write -----------------------------------------
+
+
+@pytest.fixture
+async def report_role() -> str:
+    """A custom role with read privileges only, granted to the emulator's user (see
+    https://docs.snowflake.com/en/user-guide/security-access-control-privileges)."""
+    admin = make_source(role="ACCOUNTADMIN")
+    await admin.execute("CREATE ROLE IF NOT EXISTS FANOUT_REPORTS", read_only=False)
+    await admin.execute("GRANT SELECT ON ALL TABLES IN SCHEMA FANOUT.PUBLIC TO ROLE FANOUT_REPORTS", read_only=False)
+    await admin.execute("GRANT ROLE FANOUT_REPORTS TO USER fake", read_only=False)
+    await admin.close()
+    return "FANOUT_REPORTS"
+
+
+async def test_it_runs_report_queries_under_the_report_role_which_cannot_write(report_role: str) -> None:
+    table = f"kept_{uuid.uuid4().hex[:8]}"
+    pipeline = make_source(report_role=report_role)
+    await pipeline.execute(f"CREATE TABLE {table} (id INT)", read_only=False)
+    await pipeline.execute(f"INSERT INTO {table} VALUES (1), (2)", read_only=False)
+    assert (await pipeline.execute(f"SELECT COUNT(*) AS n FROM {table}")).rows == [(2,)]
+
+    # A session opened as report queries open theirs: the warehouse refuses what the
+    # statement check would have refused first, had the text slipped past it.
+    conn = await asyncio.to_thread(pipeline._connect, pipeline._role(read_only=True), 10)
+    try:
+        for write in (
+            f"DELETE FROM {table}",
+            f"INSERT INTO {table} VALUES (3)",
+            f"WITH x AS PROCEDURE () RETURNS INT LANGUAGE SQL AS $$ BEGIN DELETE FROM {table}; RETURN 1; END $$ "
+            "CALL x()",
+        ):
+            with pytest.raises(Exception, match="Insufficient privileges") as info:
+                await asyncio.to_thread(conn.cursor().execute, write)
+            assert getattr(info.value, "errno", None) == 3001
+    finally:
+        await asyncio.to_thread(conn.close)
+    assert (await pipeline.execute(f"SELECT COUNT(*) AS n FROM {table}", read_only=False)).rows == [(2,)]
+    await pipeline.close()
