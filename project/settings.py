@@ -262,7 +262,8 @@ FANOUT_SOURCES: dict[str, dict[str, Any]] = {
         # lasts an hour and renews; the master token lasts four).
         "max_age": positive_float("SNOWFLAKE_CONNECTION_MAX_AGE", 3600.0),
         "keep_alive": env.bool("SNOWFLAKE_KEEP_ALIVE", default=True),
-        "idle_max": positive_int("SNOWFLAKE_IDLE_MAX", 16),
+        # Idle sessions kept per role; 0 keeps as many as the workloads may use at once.
+        "idle_max": env.int("SNOWFLAKE_IDLE_MAX", default=0),
     },
 }
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,16 +122,27 @@ class RunningQuery:
         The work itself is never abandoned: its thread still holds the session's connection,
         and the next query of the session must not start before it lets go.
         """
-        work: asyncio.Future[Any] = asyncio.ensure_future(work_coro)
-        stop = asyncio.ensure_future(self._cancelled.wait())
+        # A session's DuckDB connection runs one statement at a time, while Snowflake lets a
+        # session run several asynchronous queries at once: they take turns here.
+        lock = _session_locks.setdefault(self.conn, asyncio.Lock())
         try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-            while not work.done():
-                self.interrupt()
-                await asyncio.wait({work}, timeout=_INTERRUPT_INTERVAL)
+            await lock.acquire()
+        except BaseException:
+            work_coro.close()
+            raise
+        try:
+            work: asyncio.Future[Any] = asyncio.ensure_future(work_coro)
+            stop = asyncio.ensure_future(self._cancelled.wait())
+            try:
+                await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+                while not work.done():
+                    self.interrupt()
+                    await asyncio.wait({work}, timeout=_INTERRUPT_INTERVAL)
+            finally:
+                stop.cancel()
+            return work.result()
         finally:
-            stop.cancel()
-        return work.result()
+            lock.release()
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,9 @@ class RunningQueryInfo:
     waiting: bool
     cancelled: bool
 
+
+# One lock per fakesnow session (weakly held: a closed session's lock goes with it).
+_session_locks: weakref.WeakKeyDictionary[FakeSnowflakeConnection, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 # requestId -> query. Process-wide like fakesnow's sessions; touched only on the event loop.
 _running: dict[str, RunningQuery] = {}

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from project.metrics import POOL_IN_USE, POOL_SIZE, POOL_WAITING, track_call
 from project.sources import inflight
-from project.sources.base import Params, QueryResult, check_params
+from project.sources.base import Params, QueryResult, check_params, resolve_workload
 from project.sources.errors import QueryCancelled, QueryError, SourceTimeout, SourceUnavailable
 
 
@@ -125,7 +125,10 @@ class PostgresSource:
         timeout: float | None = None,
         max_rows: int | None = None,
         read_only: bool = True,
+        workload: str | None = None,
     ) -> QueryResult:
+        # Accepted for the Source interface; Postgres workloads share one pool for now.
+        resolve_workload(workload, read_only)
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         max_rows = max_rows or settings.SOURCE_MAX_ROWS
         bound = check_params(self.name, sql, params)
@@ -149,9 +152,16 @@ class PostgresSource:
             )
 
     async def stream(
-        self, sql: str, params: Params | None = None, *, timeout: float | None = None, batch_size: int = 5000
+        self,
+        sql: str,
+        params: Params | None = None,
+        *,
+        timeout: float | None = None,
+        batch_size: int = 5000,
+        workload: str | None = "exports",
     ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]:
         """Yield (columns, rows) batches from a server-side cursor, so memory stays flat."""
+        resolve_workload(workload or "exports", True)
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         bound = check_params(self.name, sql, params)
         async with track_call(self.name, "stream"), self._connection(sql, timeout, read_only=True) as conn:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -168,13 +169,13 @@ def test_it_reads_an_encrypted_key_with_its_passphrase_from_a_file(tmp_path: Pat
         ({"SNOWFLAKE_PRIVATE_KEY_FILE": "/no/such/key.p8"}, "SNOWFLAKE_PRIVATE_KEY_FILE='/no/such/key.p8' cannot"),
     ],
 )
-def test_it_refuses_a_contradictory_sign_in_in_one_line(variables: dict[str, str], message: str) -> None:
+def test_it_refuses_a_contradictory_sign_in_in_one_line(variables: dict[str, Any], message: str) -> None:
     assert message in refusal(load(SNOWFLAKE_ACCOUNT="acme", SNOWFLAKE_USER="fanout", **variables))
 
 
 def test_it_refuses_an_encrypted_key_without_its_passphrase_or_with_a_wrong_one(tmp_path: Path) -> None:
     key = str(write_key(tmp_path, b"open sesame"))
-    base = {"SNOWFLAKE_ACCOUNT": "acme", "SNOWFLAKE_USER": "fanout", "SNOWFLAKE_PRIVATE_KEY_FILE": key}
+    base: dict[str, Any] = {"SNOWFLAKE_ACCOUNT": "acme", "SNOWFLAKE_USER": "fanout", "SNOWFLAKE_PRIVATE_KEY_FILE": key}
     assert "is encrypted: set SNOWFLAKE_PRIVATE_KEY_PASSPHRASE" in refusal(load(**base))
     wrong = load(**base, SNOWFLAKE_PRIVATE_KEY_PASSPHRASE="guess")
     assert "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE is wrong" in refusal(wrong)
