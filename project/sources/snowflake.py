@@ -200,6 +200,9 @@ class SnowflakeSource:
                 ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"snowflake-{name}-{workload}"),
             )
             WORKLOAD_LIMIT.labels(name, workload).set(limit)
+            # Shown from the start, at zero, so a dashboard has every workload's series.
+            WORKLOAD_IN_FLIGHT.labels(name, workload)
+            WORKLOAD_WAITING.labels(name, workload)
         self.executor = self.shares["panels"].executor
         self._idle: dict[str, deque[_Pooled]] = {}
         self._idle_lock = threading.Lock()

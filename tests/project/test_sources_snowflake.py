@@ -304,3 +304,12 @@ async def test_it_runs_report_queries_under_the_report_role_which_cannot_write(r
         await asyncio.to_thread(conn.close)
     assert (await pipeline.execute(f"SELECT COUNT(*) AS n FROM {table}", read_only=False)).rows == [(2,)]
     await pipeline.close()
+
+
+def test_it_shows_each_workloads_share_in_the_metrics() -> None:
+    from project.metrics import render_latest
+
+    make_source(concurrency={"exports": 3})
+    text = render_latest().decode()
+    assert 'fanout_source_workload_limit{source="snowflake",workload="exports"} 3.0' in text
+    assert 'fanout_source_workload_in_flight{source="snowflake",workload="cancel"}' in text

@@ -1,0 +1,185 @@
+"""The emulator speaks Snowflake's protocol for what Fanout relies on, to the real connector:
+asynchronous queries, sign-in by key pair, session expiry, and read-only custom roles."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from typing import Any
+
+import pytest
+import snowflake.connector
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from snowflake.connector import SnowflakeConnection
+from snowflake.connector.constants import QueryStatus
+from snowflake.connector.errors import DatabaseError, ProgrammingError
+
+from devtools.emulator import accounts, running_queries, serve_in_thread
+
+pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[dict[str, Any]]:
+    with serve_in_thread() as kwargs:
+        yield kwargs
+
+
+@pytest.fixture
+def conn(emulator: dict[str, Any]) -> Iterator[SnowflakeConnection]:
+    with closing(snowflake.connector.connect(**emulator, database="PROTO", schema="PUBLIC", paramstyle="qmark")) as c:
+        yield c
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20  # bounds a broken emulator, never the measure
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+# -- asynchronous queries ----------------------------------------------------------------------
+
+
+def test_it_answers_an_asynchronous_query_at_once_and_reports_it_running(conn: SnowflakeConnection) -> None:
+    cursor = conn.cursor()
+    answer = cursor.execute_async("SELECT SYSTEM$WAIT(0.5) AS w, ? AS i", (7,))
+    query_id = cursor.sfqid
+    assert answer["queryId"] == query_id and answer["getResultUrl"] == f"/queries/{query_id}/result"
+    assert conn.get_query_status(query_id) == QueryStatus.RUNNING
+    wait_until(lambda: conn.get_query_status(query_id) == QueryStatus.SUCCESS, "the query succeeds")
+    result = conn.cursor()
+    result.query_result(query_id)
+    assert result.fetchall() == [("waited 0.5 seconds", 7)]
+    assert result.sfqid == query_id
+
+
+def test_it_reports_a_failed_asynchronous_query_with_its_error(conn: SnowflakeConnection) -> None:
+    cursor = conn.cursor()
+    cursor.execute_async("SELECT * FROM no_such_table")
+    wait_until(lambda: conn.get_query_status(cursor.sfqid) == QueryStatus.FAILED_WITH_ERROR, "the query fails")
+    with pytest.raises(ProgrammingError, match="(?i)no_such_table") as info:
+        conn.get_query_status_throw_if_error(cursor.sfqid)
+    assert info.value.errno == 2003
+
+
+@pytest.mark.parametrize("how", ["abort_query", "system_cancel_query"])
+def test_it_aborts_an_asynchronous_query_by_its_id(conn: SnowflakeConnection, how: str) -> None:
+    cursor = conn.cursor()
+    cursor.execute_async("SELECT SYSTEM$WAIT(60) AS w")
+    query_id = cursor.sfqid
+    wait_until(lambda: any(q.query_id == query_id and q.waiting for q in running_queries()), "the query waits")
+    if how == "abort_query":
+        assert conn.cursor().abort_query(query_id) is True
+    else:
+        (message,) = conn.cursor().execute("SELECT SYSTEM$CANCEL_QUERY(?)", (query_id,)).fetchone()
+        assert message == f"query [{query_id}] terminated."
+    wait_until(lambda: conn.get_query_status(query_id) == QueryStatus.ABORTED, "the query is aborted")
+    assert not [q for q in running_queries() if q.query_id == query_id]
+    with pytest.raises(ProgrammingError) as info:
+        conn.cursor().query_result(query_id)
+    assert info.value.errno == 604
+
+
+def test_it_ends_a_statement_at_its_statement_timeout(conn: SnowflakeConnection) -> None:
+    cursor = conn.cursor()
+    cursor.execute_async("SELECT SYSTEM$WAIT(60) AS w", _statement_params={"STATEMENT_TIMEOUT_IN_SECONDS": 1})
+    wait_until(lambda: conn.get_query_status(cursor.sfqid) == QueryStatus.ABORTED, "the statement times out")
+    with pytest.raises(ProgrammingError, match="timeout of 1 second") as info:
+        conn.cursor().query_result(cursor.sfqid)
+    assert info.value.errno == 630
+
+
+def test_it_runs_several_asynchronous_queries_of_one_session(conn: SnowflakeConnection) -> None:
+    ids = []
+    for i in range(5):
+        cursor = conn.cursor()
+        cursor.execute_async("SELECT ? AS n", (i,))
+        ids.append(cursor.sfqid)
+    for i, query_id in enumerate(ids):
+        wait_until(lambda q=query_id: conn.get_query_status(q) == QueryStatus.SUCCESS, "each query succeeds")
+        result = conn.cursor()
+        result.query_result(query_id)
+        assert result.fetchall() == [(i,)]
+
+
+# -- sign-in -----------------------------------------------------------------------------------
+
+
+def new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def public_body(key: rsa.RSAPrivateKey) -> str:
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "".join(line for line in pem.decode().splitlines() if "-----" not in line)
+
+
+def sign_in(emulator: dict[str, Any], **kwargs: Any) -> SnowflakeConnection:
+    base = {k: v for k, v in emulator.items() if k not in ("user", "password")}
+    return snowflake.connector.connect(**base, **kwargs)
+
+
+def test_it_verifies_a_key_pair_jwt_against_the_users_registered_key(
+    emulator: dict[str, Any], conn: SnowflakeConnection
+) -> None:
+    name = f"KP_{uuid.uuid4().hex[:6].upper()}"
+    key = new_key()
+    with closing(sign_in(emulator, user="fake", password="snow", role="ACCOUNTADMIN")) as root:
+        root.cursor().execute(f"CREATE USER {name} RSA_PUBLIC_KEY='{public_body(key)}'")
+    with closing(sign_in(emulator, user=name, authenticator="SNOWFLAKE_JWT", private_key=key)) as signed_in:
+        assert signed_in.cursor().execute("SELECT 1").fetchall() == [(1,)]
+        assert signed_in.role == "PUBLIC"
+    with pytest.raises(DatabaseError, match="JWT token is invalid"):
+        sign_in(emulator, user=name, authenticator="SNOWFLAKE_JWT", private_key=new_key())
+
+
+def test_it_refuses_a_wrong_password_and_a_role_not_granted(emulator: dict[str, Any]) -> None:
+    with pytest.raises(DatabaseError, match="Incorrect username or password"):
+        sign_in(emulator, user="fake", password="wrong")
+    with pytest.raises(DatabaseError, match="not granted to this user"):
+        sign_in(emulator, user="fake", password="snow", role="NO_SUCH_ROLE")
+
+
+# -- sessions and roles ------------------------------------------------------------------------
+
+
+def test_it_expires_a_session_so_that_it_must_sign_in_again(emulator: dict[str, Any]) -> None:
+    with closing(sign_in(emulator, user="fake", password="snow")) as session:
+        session.cursor().execute("SELECT 1")
+        assert accounts.expire_sessions("fake") >= 1
+        with pytest.raises(ProgrammingError) as info:
+            session.cursor().execute("SELECT 1")
+        assert info.value.errno == 390114  # renewal refused: the master token expired too
+
+
+def test_it_renews_an_expired_session_token_while_the_master_token_lives(emulator: dict[str, Any]) -> None:
+    with closing(sign_in(emulator, user="fake", password="snow")) as session:
+        session.cursor().execute("SELECT 1")
+        accounts.expire_session_tokens("fake")
+        assert session.cursor().execute("SELECT 2").fetchall() == [(2,)]
+
+
+def test_it_refuses_writes_under_a_custom_role(emulator: dict[str, Any]) -> None:
+    table = f"T_{uuid.uuid4().hex[:6]}"
+    with closing(sign_in(emulator, user="fake", password="snow", role="ACCOUNTADMIN", database="PROTO")) as root:
+        cursor = root.cursor()
+        cursor.execute("CREATE ROLE IF NOT EXISTS READER")
+        cursor.execute("GRANT ROLE READER TO USER fake")
+        cursor.execute(f"CREATE TABLE PUBLIC.{table} (id INT)")
+        cursor.execute(f"INSERT INTO PUBLIC.{table} VALUES (1)")
+        with pytest.raises(ProgrammingError, match="read-only"):
+            cursor.execute(f"GRANT INSERT ON TABLE PUBLIC.{table} TO ROLE READER")
+    with closing(
+        sign_in(emulator, user="fake", password="snow", role="READER", database="PROTO", schema="PUBLIC")
+    ) as reader:
+        cursor = reader.cursor()
+        assert cursor.execute(f"SELECT COUNT(*) FROM {table}").fetchall() == [(1,)]
+        for write in (f"DELETE FROM {table}", f"UPDATE {table} SET id = 2", f"DROP TABLE {table}", "CALL p()"):
+            with pytest.raises(ProgrammingError, match="Insufficient privileges") as info:
+                cursor.execute(write)
+            assert info.value.errno == 3001
+        assert cursor.execute(f"SELECT id FROM {table}").fetchall() == [(1,)]
