@@ -229,6 +229,12 @@ FANOUT_SOURCES: dict[str, dict[str, Any]] = {
         "pool_max": positive_int("REPORTS_POOL_MAX", 20),
         "pool_timeout": positive_float("REPORTS_POOL_TIMEOUT", 10.0),
         "connect_timeout": positive_float("REPORTS_CONNECT_TIMEOUT", 5.0),
+        # Panels have REPORTS_POOL_MAX connections; each other workload its own few besides
+        # (REPORTS_CONCURRENCY_EXPORTS, _PIPELINE, _HEALTH, _CANCEL), so none starves another.
+        "concurrency": {
+            workload: positive_int(f"REPORTS_CONCURRENCY_{workload.upper()}", default)
+            for workload, default in {"exports": 2, "pipeline": 2, "health": 1, "cancel": 2}.items()
+        },
     },
     "snowflake": {
         "kind": "snowflake",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from project.sources.errors import ParameterError
 
@@ -13,19 +13,6 @@ from project.sources.errors import ParameterError
 PLACEHOLDER = re.compile(r"%\((?P<name>[A-Za-z_][A-Za-z0-9_]*)\)s|%%")
 
 Params = Mapping[str, Any]
-
-# Each kind of work has its own bounded share of a source, so none can starve another.
-Workload = Literal["panels", "exports", "pipeline", "health", "cancel"]
-WORKLOADS: tuple[Workload, ...] = ("panels", "exports", "pipeline", "health", "cancel")
-
-
-def resolve_workload(workload: str | None, read_only: bool) -> str:
-    """None means "panels" for a read and "pipeline" for a write; anything else must be known."""
-    if workload is None:
-        return "panels" if read_only else "pipeline"
-    if workload not in WORKLOADS:
-        raise ValueError(f"unknown workload {workload!r}: one of {', '.join(WORKLOADS)}")
-    return workload
 
 
 @dataclass(frozen=True, slots=True)

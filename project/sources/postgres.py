@@ -23,10 +23,14 @@ from django.db import connections
 from psycopg import sql as pgsql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from project.metrics import POOL_IN_USE, POOL_SIZE, POOL_WAITING, track_call
+from project.metrics import POOL_SIZE, track_call
 from project.sources import inflight
-from project.sources.base import Params, QueryResult, check_params, resolve_workload
+from project.sources.base import Params, QueryResult, check_params
 from project.sources.errors import QueryCancelled, QueryError, SourceTimeout, SourceUnavailable
+from project.sources.workloads import Shares, resolve_workload
+
+# Connections reserved for each workload besides panels, which have pool_max (REPORTS_POOL_MAX).
+DEFAULT_CONCURRENCY = {"exports": 2, "pipeline": 2, "health": 1, "cancel": 2}
 
 
 def conninfo_for(config: dict[str, Any]) -> str:
@@ -58,7 +62,12 @@ class PostgresSource:
         self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
             weakref.WeakKeyDictionary()
         )
-        POOL_SIZE.labels(name).set(config["pool_max"])
+        # Each workload has its own share of the pool's connections, and the pool holds them
+        # all: a workload that uses its whole share never takes another's connection.
+        self.limits = Shares(
+            name, {"panels": config["pool_max"], **DEFAULT_CONCURRENCY, **(config.get("concurrency") or {})}
+        )
+        POOL_SIZE.labels(name).set(self.limits.total)
 
     async def _pool(self) -> AsyncConnectionPool:
         loop = asyncio.get_running_loop()
@@ -70,7 +79,7 @@ class PostgresSource:
                 pool = AsyncConnectionPool(
                     conninfo_for(self.config),
                     min_size=self.config["pool_min"],
-                    max_size=self.config["pool_max"],
+                    max_size=self.limits.total,
                     timeout=self.config["pool_timeout"],
                     kwargs={"autocommit": False, "connect_timeout": max(1, int(self.config["connect_timeout"]))},
                     open=False,
@@ -122,19 +131,19 @@ class PostgresSource:
         sql: str,
         params: Params | None = None,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the Source interface
         max_rows: int | None = None,
         read_only: bool = True,
         workload: str | None = None,
     ) -> QueryResult:
-        # Accepted for the Source interface; Postgres workloads share one pool for now.
-        resolve_workload(workload, read_only)
+        """Run one statement. `workload` defaults to "panels" for a read, "pipeline" for a write."""
+        share = resolve_workload(workload, read_only)
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         max_rows = max_rows or settings.SOURCE_MAX_ROWS
         bound = check_params(self.name, sql, params)
         async with track_call(self.name, "query"):
             start = time.perf_counter()
-            async with self._connection(sql, timeout, read_only) as conn, conn.cursor() as cur:
+            async with self._connection(sql, timeout, read_only, share) as conn, conn.cursor() as cur:
                 await cur.execute(sql, bound)
                 columns = [column.name for column in cur.description or []]
                 rows = await cur.fetchmany(max_rows + 1) if cur.description else []
@@ -156,39 +165,41 @@ class PostgresSource:
         sql: str,
         params: Params | None = None,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the Source interface
         batch_size: int = 5000,
         workload: str | None = "exports",
     ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]:
         """Yield (columns, rows) batches from a server-side cursor, so memory stays flat."""
-        resolve_workload(workload or "exports", True)
+        share = resolve_workload(workload or "exports", True)
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         bound = check_params(self.name, sql, params)
-        async with track_call(self.name, "stream"), self._connection(sql, timeout, read_only=True) as conn:
-            async with conn.cursor(name="fanout_stream") as cur:
-                await cur.execute(sql, bound)
-                columns = [column.name for column in cur.description or []]
-                while batch := await cur.fetchmany(batch_size):
-                    yield columns, [tuple(row) for row in batch]
+        async with (
+            track_call(self.name, "stream"),
+            self._connection(sql, timeout, True, share) as conn,
+            conn.cursor(name="fanout_stream") as cur,
+        ):
+            await cur.execute(sql, bound)
+            columns = [column.name for column in cur.description or []]
+            while batch := await cur.fetchmany(batch_size):
+                yield columns, [tuple(row) for row in batch]
 
     @asynccontextmanager
     async def _connection(
-        self, sql: str, timeout: float, read_only: bool
+        self,
+        sql: str,
+        timeout: float,  # noqa: ASYNC109 - the deadline of the whole call, enforced inside
+        read_only: bool,
+        workload: str,
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection in a transaction that is always rolled back, under one deadline.
 
         Whatever goes wrong leaves as one of the typed errors of `project.sources.errors`.
         """
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout), self.limits.slot(workload):
                 pool = await self._pool()
-                POOL_WAITING.labels(self.name).inc()
-                try:
-                    connection = pool.connection(timeout=self.config["pool_timeout"])
-                    conn = await connection.__aenter__()
-                finally:
-                    POOL_WAITING.labels(self.name).dec()
-                POOL_IN_USE.labels(self.name).inc()
+                connection = pool.connection(timeout=self.config["pool_timeout"])
+                conn = await connection.__aenter__()
                 try:
                     # Report work is never committed: force_rollback ends every transaction.
                     async with conn.transaction(force_rollback=True):
@@ -208,8 +219,6 @@ class PostgresSource:
                     raise
                 else:
                     await connection.__aexit__(None, None, None)
-                finally:
-                    POOL_IN_USE.labels(self.name).dec()
         except TimeoutError as exc:
             raise SourceTimeout(self.name, timeout) from exc
         except psycopg.errors.QueryCanceled as exc:
@@ -229,10 +238,12 @@ class PostgresSource:
 
     async def cancel(self, running: inflight.Running) -> None:
         """Cancel a statement on the server by its backend pid, from any process."""
-        await self.execute("SELECT pg_cancel_backend(%(pid)s)", {"pid": running.backend_pid}, timeout=10)
+        await self.execute(
+            "SELECT pg_cancel_backend(%(pid)s)", {"pid": running.backend_pid}, timeout=10, workload="cancel"
+        )
 
     async def ping(self) -> float:
-        result = await self.execute("SELECT 1", timeout=5)
+        result = await self.execute("SELECT 1", timeout=5, workload="health")
         return result.elapsed
 
     async def close(self) -> None:

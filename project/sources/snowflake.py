@@ -42,19 +42,12 @@ import snowflake.connector.errors as sf_errors
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from project.metrics import (
-    POOL_IN_USE,
-    POOL_SIZE,
-    POOL_WAITING,
-    WORKLOAD_IN_FLIGHT,
-    WORKLOAD_LIMIT,
-    WORKLOAD_WAITING,
-    track_call,
-)
+from project.metrics import POOL_SIZE, track_call
 from project.sources import inflight
-from project.sources.base import WORKLOADS, Params, QueryResult, resolve_workload, to_qmark
+from project.sources.base import Params, QueryResult, to_qmark
 from project.sources.errors import QueryCancelled, QueryError, SourceError, SourceTimeout, SourceUnavailable
 from project.sources.readonly import NotReadOnly, check_read_only
+from project.sources.workloads import WORKLOADS, Shares, resolve_workload
 
 T = TypeVar("T")
 DEFAULT_CONCURRENCY: dict[str, int] = {"panels": 64, "exports": 4, "pipeline": 4, "health": 2, "cancel": 4}
@@ -94,60 +87,12 @@ def statement_keyword(sql: str) -> str:
     return match.group(0).upper() if match else ""
 
 
-class _Limiter:
-    """A semaphore usable from any event loop and thread (the source is process-wide, and the
-    sync test client and management commands each run their own loop)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self._lock = threading.Lock()
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self.active < self.limit and not self._waiters:
-                self.active += 1
-                return
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            with self._lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                    raise
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot was handed over just as we were cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        with self._lock:
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                loop = waiter.get_loop()
-                if waiter.done() or loop.is_closed():
-                    continue
-                loop.call_soon_threadsafe(self._hand_over, waiter)
-                return
-            self.active -= 1
-
-    def _hand_over(self, waiter: asyncio.Future[None]) -> None:
-        if waiter.cancelled():
-            self.release()
-        elif not waiter.done():
-            waiter.set_result(None)
-
-
 @dataclass
 class _Share:
-    """One workload's bounded share of the source."""
+    """One workload's threads on the source (its limit on calls in flight is in Shares)."""
 
     name: str
     limit: int
-    limiter: _Limiter
     executor: ThreadPoolExecutor
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -189,6 +134,7 @@ class SnowflakeSource:
         self.config = config
         self.size = int(config["pool_size"])  # threads of the panels workload
         limits = {**DEFAULT_CONCURRENCY, **(config.get("concurrency") or {})}
+        self.limits = Shares(name, limits)
         self.shares: dict[str, _Share] = {}
         for workload in WORKLOADS:
             limit = int(limits[workload])
@@ -196,13 +142,8 @@ class SnowflakeSource:
             self.shares[workload] = _Share(
                 workload,
                 limit,
-                _Limiter(limit),
                 ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"snowflake-{name}-{workload}"),
             )
-            WORKLOAD_LIMIT.labels(name, workload).set(limit)
-            # Shown from the start, at zero, so a dashboard has every workload's series.
-            WORKLOAD_IN_FLIGHT.labels(name, workload)
-            WORKLOAD_WAITING.labels(name, workload)
         self.executor = self.shares["panels"].executor
         self._idle: dict[str, deque[_Pooled]] = {}
         self._idle_lock = threading.Lock()
@@ -211,7 +152,7 @@ class SnowflakeSource:
         self.peak_threads = 0  # the most executor threads ever busy at once
         self._busy_threads = 0
         self._counter_lock = threading.Lock()
-        POOL_SIZE.labels(name).set(sum(share.limit for share in self.shares.values()))
+        POOL_SIZE.labels(name).set(self.limits.total)
 
     # --- sessions (worker threads only) -------------------------------------------------
 
@@ -257,7 +198,7 @@ class SnowflakeSource:
     def _checkin(self, pooled: _Pooled, healthy: bool) -> None:
         max_age = float(self.config.get("max_age", 3600.0))
         # Idle sessions cost the warehouse nothing; signing in again costs every caller a login.
-        idle_max = int(self.config.get("idle_max") or sum(share.limit for share in self.shares.values()))
+        idle_max = int(self.config.get("idle_max") or self.limits.total)
         with self._idle_lock:
             idle = self._idle.setdefault(pooled.role, deque())
             if healthy and time.monotonic() - pooled.born < max_age and len(idle) < idle_max:
@@ -293,26 +234,15 @@ class SnowflakeSource:
 
     @asynccontextmanager
     async def _slot(self, share: _Share) -> AsyncIterator[None]:
-        POOL_WAITING.labels(self.name).inc()
-        WORKLOAD_WAITING.labels(self.name, share.name).inc()
-        try:
-            await share.limiter.acquire()
-        finally:
-            POOL_WAITING.labels(self.name).dec()
-            WORKLOAD_WAITING.labels(self.name, share.name).dec()
-        POOL_IN_USE.labels(self.name).inc()
-        WORKLOAD_IN_FLIGHT.labels(self.name, share.name).inc()
-        with self._counter_lock:
-            self._in_flight += 1
-            self.peak_in_use = max(self.peak_in_use, self._in_flight)
-        try:
-            yield
-        finally:
+        async with self.limits.slot(share.name):
             with self._counter_lock:
-                self._in_flight -= 1
-            POOL_IN_USE.labels(self.name).dec()
-            WORKLOAD_IN_FLIGHT.labels(self.name, share.name).dec()
-            share.limiter.release()
+                self._in_flight += 1
+                self.peak_in_use = max(self.peak_in_use, self._in_flight)
+            try:
+                yield
+            finally:
+                with self._counter_lock:
+                    self._in_flight -= 1
 
     async def _run(
         self,
