@@ -19,8 +19,17 @@ What it adds to fakesnow 0.12:
 - Real aborts: the connector's `execute(..., timeout=N)` posts an abort-request for the running
   query's requestId; the emulator ends its wait or interrupts its DuckDB work, and the query
   answers with Snowflake's 000604 "SQL execution canceled". `SELECT SYSTEM$CANCEL_QUERY('<id>')`
-  does the same for another running query, where <id> is its requestId (the emulator has no
-  query id before a query ends). `running_queries()` and `cancel_query()` give tests the same view.
+  does the same for another running query, by its query id or requestId. `running_queries()` and `cancel_query()` give tests the same view.
+- Asynchronous queries (`cursor.execute_async`): the query-request answers at once with code
+  333334 and the query id; `/monitoring/queries/<id>` says RUNNING, then SUCCESS,
+  FAILED_WITH_ERROR or ABORTED; `/queries/<id>/result` returns the result; an abort by query id
+  (`/queries/<id>/abort-request`, `SYSTEM$CANCEL_QUERY('<id>')`) stops it; a statement's
+  STATEMENT_TIMEOUT_IN_SECONDS ends it with 000630 (devtools.emulator.asyncexec).
+- Sign-in, sessions and roles as Snowflake checks them (devtools.emulator.accounts): users with
+  a password, registered RSA public keys (key-pair JWTs are verified against them), OAuth and
+  programmatic access tokens; roles granted to users, custom roles read-only; session expiry on
+  demand (`POST /emulator/expire-sessions`), which the connector meets as 390112 then 390114.
+  `GET /emulator/queries` lists the running queries for tests in another process.
 - `LIST @stage[/path/prefix] [PATTERN = '<regex>']` and `REMOVE|RM @stage[/path] [PATTERN = ...]`
   (see devtools.emulator.stage for how paths and patterns match).
 - Stored procedures, `LANGUAGE SQL` only:

@@ -271,7 +271,9 @@ class SnowflakeSource:
                             healthy = True
                             return result
                         except _SessionGone as gone:
-                            if attempt == 2:
+                            # Retry only a statement the server never started: once it has a
+                            # query id it may have run, and a write must not run twice.
+                            if attempt == 2 or call.query_id is not None:
                                 raise self._translate(gone.error, call) from gone.error
                             call.request_id = str(uuid.uuid4())  # a new statement on the new session
                             running.request_id = call.request_id

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -48,6 +49,24 @@ def test_it_answers_503_unavailable_for_a_snowflake_panel_and_recovers(
     # The same source (its failed logins left nothing behind) answers again.
     again = owner_client.get(url)
     assert again.status_code == 200 and again.json()["rows"] == [[7]]
+
+
+def test_it_answers_a_panel_after_the_warehouse_expired_every_session(
+    on_emulator: Emulator, owner: User, analysts: Group, owner_client: Client
+) -> None:
+    report = make_report(owner, groups=[analysts], slug="fault-expired")
+    panel = make_panel(report, "SELECT 8 AS n", source="snowflake", title="Warehouse", timeout=20, cache_ttl=0)
+    url = f"/api/reports/{report.slug}/panels/{panel.pk}/run"
+    assert owner_client.get(url).json()["rows"] == [[8]]
+
+    # As after a quiet night: the pooled session's tokens have expired on the server.
+    expire = urllib.request.Request(
+        f"http://127.0.0.1:{on_emulator.port}/emulator/expire-sessions", data=b"{}", method="POST"
+    )
+    with urllib.request.urlopen(expire, timeout=10) as answer:
+        assert json.loads(answer.read())["expired"] >= 1
+    again = owner_client.get(url)
+    assert again.status_code == 200 and again.json()["rows"] == [[8]]
 
 
 async def test_it_raises_source_unavailable_within_the_deadline(on_emulator: Emulator) -> None:
