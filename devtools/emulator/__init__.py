@@ -19,7 +19,8 @@ What it adds to fakesnow 0.12:
 - Real aborts: the connector's `execute(..., timeout=N)` posts an abort-request for the running
   query's requestId; the emulator ends its wait or interrupts its DuckDB work, and the query
   answers with Snowflake's 000604 "SQL execution canceled". `SELECT SYSTEM$CANCEL_QUERY('<id>')`
-  does the same for another running query, by its query id or requestId. `running_queries()` and `cancel_query()` give tests the same view.
+  does the same for another running query, by its query id or requestId. `running_queries()`
+  and `cancel_query()` give tests the same view.
 - Asynchronous queries (`cursor.execute_async`): the query-request answers at once with code
   333334 and the query id; `/monitoring/queries/<id>` says RUNNING, then SUCCESS,
   FAILED_WITH_ERROR or ABORTED; `/queries/<id>/result` returns the result; an abort by query id

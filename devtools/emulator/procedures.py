@@ -434,7 +434,9 @@ async def call(query: RunningQuery, sql: str, params: list[Any], depth: int = 0)
         )
     procedure, arguments = await _resolve(query, sql)
     frame = Frame()
-    for argument, value in zip(procedure.arguments, await _argument_values(query, procedure, arguments, params)):
+    for argument, value in zip(
+        procedure.arguments, await _argument_values(query, procedure, arguments, params), strict=False
+    ):
         frame.variables[argument.name] = Variable(value, argument.type)
 
     program = parse_body(procedure.body)

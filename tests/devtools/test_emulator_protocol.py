@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from snowflake.connector import SnowflakeConnection
 from snowflake.connector.constants import QueryStatus
+from snowflake.connector.cursor import SnowflakeCursor
 from snowflake.connector.errors import DatabaseError, ProgrammingError
 
 from devtools.emulator import accounts, running_queries, serve_in_thread
@@ -34,6 +35,17 @@ def conn(emulator: dict[str, Any]) -> Iterator[SnowflakeConnection]:
         yield c
 
 
+def query_id(cursor: SnowflakeCursor) -> str:
+    assert cursor.sfqid is not None, "the server answered without a query id"
+    return cursor.sfqid
+
+
+def rows(cursor: SnowflakeCursor, sql: str, params: tuple[Any, ...] | None = None) -> list[Any]:
+    done = cursor.execute(sql, params)
+    assert done is not None
+    return list(done.fetchall())
+
+
 def wait_until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 20  # bounds a broken emulator, never the measure
     while not condition():
@@ -47,22 +59,23 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 def test_it_answers_an_asynchronous_query_at_once_and_reports_it_running(conn: SnowflakeConnection) -> None:
     cursor = conn.cursor()
     answer = cursor.execute_async("SELECT SYSTEM$WAIT(0.5) AS w, ? AS i", (7,))
-    query_id = cursor.sfqid
-    assert answer["queryId"] == query_id and answer["getResultUrl"] == f"/queries/{query_id}/result"
-    assert conn.get_query_status(query_id) == QueryStatus.RUNNING
-    wait_until(lambda: conn.get_query_status(query_id) == QueryStatus.SUCCESS, "the query succeeds")
+    qid = query_id(cursor)
+    assert answer["queryId"] == qid and answer["getResultUrl"] == f"/queries/{qid}/result"
+    assert conn.get_query_status(qid) == QueryStatus.RUNNING
+    wait_until(lambda: conn.get_query_status(qid) == QueryStatus.SUCCESS, "the query succeeds")
     result = conn.cursor()
-    result.query_result(query_id)
+    result.query_result(qid)
     assert result.fetchall() == [("waited 0.5 seconds", 7)]
-    assert result.sfqid == query_id
+    assert result.sfqid == qid
 
 
 def test_it_reports_a_failed_asynchronous_query_with_its_error(conn: SnowflakeConnection) -> None:
     cursor = conn.cursor()
     cursor.execute_async("SELECT * FROM no_such_table")
-    wait_until(lambda: conn.get_query_status(cursor.sfqid) == QueryStatus.FAILED_WITH_ERROR, "the query fails")
+    qid = query_id(cursor)
+    wait_until(lambda: conn.get_query_status(qid) == QueryStatus.FAILED_WITH_ERROR, "the query fails")
     with pytest.raises(ProgrammingError, match="(?i)no_such_table") as info:
-        conn.get_query_status_throw_if_error(cursor.sfqid)
+        conn.get_query_status_throw_if_error(qid)
     assert info.value.errno == 2003
 
 
@@ -70,26 +83,26 @@ def test_it_reports_a_failed_asynchronous_query_with_its_error(conn: SnowflakeCo
 def test_it_aborts_an_asynchronous_query_by_its_id(conn: SnowflakeConnection, how: str) -> None:
     cursor = conn.cursor()
     cursor.execute_async("SELECT SYSTEM$WAIT(60) AS w")
-    query_id = cursor.sfqid
-    wait_until(lambda: any(q.query_id == query_id and q.waiting for q in running_queries()), "the query waits")
+    qid = query_id(cursor)
+    wait_until(lambda: any(q.query_id == qid and q.waiting for q in running_queries()), "the query waits")
     if how == "abort_query":
-        assert conn.cursor().abort_query(query_id) is True
+        assert conn.cursor().abort_query(qid) is True
     else:
-        (message,) = conn.cursor().execute("SELECT SYSTEM$CANCEL_QUERY(?)", (query_id,)).fetchone()
-        assert message == f"query [{query_id}] terminated."
-    wait_until(lambda: conn.get_query_status(query_id) == QueryStatus.ABORTED, "the query is aborted")
-    assert not [q for q in running_queries() if q.query_id == query_id]
+        assert rows(conn.cursor(), "SELECT SYSTEM$CANCEL_QUERY(?)", (qid,)) == [(f"query [{qid}] terminated.",)]
+    wait_until(lambda: conn.get_query_status(qid) == QueryStatus.ABORTED, "the query is aborted")
+    assert not [q for q in running_queries() if q.query_id == qid]
     with pytest.raises(ProgrammingError) as info:
-        conn.cursor().query_result(query_id)
+        conn.cursor().query_result(qid)
     assert info.value.errno == 604
 
 
 def test_it_ends_a_statement_at_its_statement_timeout(conn: SnowflakeConnection) -> None:
     cursor = conn.cursor()
     cursor.execute_async("SELECT SYSTEM$WAIT(60) AS w", _statement_params={"STATEMENT_TIMEOUT_IN_SECONDS": 1})
-    wait_until(lambda: conn.get_query_status(cursor.sfqid) == QueryStatus.ABORTED, "the statement times out")
+    qid = query_id(cursor)
+    wait_until(lambda: conn.get_query_status(qid) == QueryStatus.ABORTED, "the statement times out")
     with pytest.raises(ProgrammingError, match="timeout of 1 second") as info:
-        conn.cursor().query_result(cursor.sfqid)
+        conn.cursor().query_result(qid)
     assert info.value.errno == 630
 
 
@@ -98,11 +111,11 @@ def test_it_runs_several_asynchronous_queries_of_one_session(conn: SnowflakeConn
     for i in range(5):
         cursor = conn.cursor()
         cursor.execute_async("SELECT ? AS n", (i,))
-        ids.append(cursor.sfqid)
-    for i, query_id in enumerate(ids):
-        wait_until(lambda q=query_id: conn.get_query_status(q) == QueryStatus.SUCCESS, "each query succeeds")
+        ids.append(query_id(cursor))
+    for i, qid in enumerate(ids):
+        wait_until(lambda: conn.get_query_status(qid) == QueryStatus.SUCCESS, "each query succeeds")  # noqa: B023
         result = conn.cursor()
-        result.query_result(query_id)
+        result.query_result(qid)
         assert result.fetchall() == [(i,)]
 
 
@@ -131,7 +144,7 @@ def test_it_verifies_a_key_pair_jwt_against_the_users_registered_key(
     with closing(sign_in(emulator, user="fake", password="snow", role="ACCOUNTADMIN")) as root:
         root.cursor().execute(f"CREATE USER {name} RSA_PUBLIC_KEY='{public_body(key)}'")
     with closing(sign_in(emulator, user=name, authenticator="SNOWFLAKE_JWT", private_key=key)) as signed_in:
-        assert signed_in.cursor().execute("SELECT 1").fetchall() == [(1,)]
+        assert rows(signed_in.cursor(), "SELECT 1") == [(1,)]
         assert signed_in.role == "PUBLIC"
     with pytest.raises(DatabaseError, match="JWT token is invalid"):
         sign_in(emulator, user=name, authenticator="SNOWFLAKE_JWT", private_key=new_key())
@@ -160,7 +173,7 @@ def test_it_renews_an_expired_session_token_while_the_master_token_lives(emulato
     with closing(sign_in(emulator, user="fake", password="snow")) as session:
         session.cursor().execute("SELECT 1")
         accounts.expire_session_tokens("fake")
-        assert session.cursor().execute("SELECT 2").fetchall() == [(2,)]
+        assert rows(session.cursor(), "SELECT 2") == [(2,)]
 
 
 def test_it_refuses_writes_under_a_custom_role(emulator: dict[str, Any]) -> None:
@@ -177,9 +190,9 @@ def test_it_refuses_writes_under_a_custom_role(emulator: dict[str, Any]) -> None
         sign_in(emulator, user="fake", password="snow", role="READER", database="PROTO", schema="PUBLIC")
     ) as reader:
         cursor = reader.cursor()
-        assert cursor.execute(f"SELECT COUNT(*) FROM {table}").fetchall() == [(1,)]
+        assert rows(cursor, f"SELECT COUNT(*) FROM {table}") == [(1,)]
         for write in (f"DELETE FROM {table}", f"UPDATE {table} SET id = 2", f"DROP TABLE {table}", "CALL p()"):
             with pytest.raises(ProgrammingError, match="Insufficient privileges") as info:
                 cursor.execute(write)
             assert info.value.errno == 3001
-        assert cursor.execute(f"SELECT id FROM {table}").fetchall() == [(1,)]
+        assert rows(cursor, f"SELECT id FROM {table}") == [(1,)]
