@@ -139,7 +139,9 @@ def running_now() -> list[Running]:
     if keys := _shared_keys():
         for snapshot in cache.get_many(keys).values():
             for value in snapshot:
-                found.setdefault(value["id"], Running(**value))
+                # This process's own list is LOCAL; its published copy may be half a second old.
+                if value["process"] != os.getpid():
+                    found.setdefault(value["id"], Running(**value))
     return sorted(found.values(), key=lambda running: running.started_at)
 
 
