@@ -7,6 +7,8 @@
   rendering, a GIL-holding thread) shows up here. `GET /__bench__/lag` answers the samples
   in seconds; `?reset=1` also clears them.
 - `GET /__bench__/stats`: this process's `project.cache.STATS` (hits, misses, loads).
+- `GET /__bench__/memory`: this process's resident memory now and at its peak (VmRSS and
+  VmHWM of /proc/self/status, in bytes); `?reset=1` first resets the peak to now.
 
 Only the benchmarks serve this module; the app itself is unchanged. The probe paths never
 reach Django, so they need no login and are not counted by the app.
@@ -71,6 +73,10 @@ async def _answer(scope: dict[str, Any], send: Any) -> None:
             "pid": os.getpid(),
             "namespaces": {ns: {"hits": s.hits, "misses": s.misses, "loads": s.loads} for ns, s in STATS.items()},
         }
+    elif path == "memory":
+        if b"reset=1" in scope.get("query_string", b""):
+            _reset_peak()
+        body = {"pid": os.getpid(), **_memory()}
     else:
         body, status = {"detail": "unknown probe"}, 404
     payload = json.dumps(body).encode()
@@ -82,6 +88,18 @@ async def _answer(scope: dict[str, Any], send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+def _reset_peak() -> None:
+    # "5" resets the peak resident set size (proc(5), /proc/pid/clear_refs).
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def _memory() -> dict[str, int]:
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status if line.startswith(("VmRSS", "VmHWM")))
+    return {"rss": int(fields["VmRSS"].split()[0]) * 1024, "peak": int(fields["VmHWM"].split()[0]) * 1024}
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:

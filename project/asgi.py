@@ -5,12 +5,18 @@ import os
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 
+from project.bodylimit import ASGIApp, BodyLimitMiddleware
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+application: ASGIApp = django_application
 
 if settings.DEBUG:
     # Development serves /static/ itself; production serves collected files from a proxy.
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-    application = ASGIStaticFilesHandler(application)
+    application = ASGIStaticFilesHandler(django_application)
+
+# Outermost, so no body over its URL's limit is read whole by anything (project/bodylimit.py).
+application = BodyLimitMiddleware(application)

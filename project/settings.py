@@ -318,9 +318,16 @@ TPA_SYNC_MAX_WAIT = positive_float("TPA_SYNC_MAX_WAIT", 300.0)
 # TPA_WORKER_LOST_AFTER (or whose worker process is gone) is marked failed, to be retried.
 TPA_HEARTBEAT_SECONDS = positive_float("TPA_HEARTBEAT_SECONDS", 15.0)
 TPA_WORKER_LOST_AFTER = positive_float("TPA_WORKER_LOST_AFTER", 120.0)
-# Uploads go to a temporary file from the first byte: a claim file is never held whole in memory.
-FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+# Django's ASGI handler spools every request body to a file that moves to disk past
+# FILE_UPLOAD_MAX_MEMORY_SIZE (0 would mean "never": DESIGN.md, "Facts added 2026-12"), so
+# the default 2.5 MiB stays. Uploaded files go to a temporary file from the first byte.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# Bodies are capped while they are read (project/bodylimit.py): these URL names take a
+# claim file (plus room for the multipart framing), every other URL DATA_UPLOAD_MAX_MEMORY_SIZE.
+# "api:list_files" is the name of /api/tpa/tpas/{code}/files, whose POST is the upload.
+REQUEST_BODY_LIMITS = {name: TPA_UPLOAD_MAX_BYTES + 2**20 for name in ("tpa:upload", "api:list_files")}
 
 # --- Background tasks ------------------------------------------------------------------
 
