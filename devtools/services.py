@@ -90,6 +90,27 @@ def start_postgres(data_dir: Path, stack: ExitStack) -> str:
     return uri
 
 
+# Report queries connect as this role (REPORTS_DATABASE_URL): it may log in and read what is
+# granted to it, nothing else. The app's tables are not granted; the demo's report data is
+# in the `reports` schema (load_demo_reports grants it SELECT there).
+REPORT_ROLE = "fanout_reports"
+
+
+def create_report_role(uri: str) -> str:
+    """The read-only role for report queries in the embedded cluster (idempotent); its URL."""
+    import psycopg
+    from psycopg import sql
+
+    role = sql.Identifier(REPORT_ROLE)
+    with psycopg.connect(uri, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [REPORT_ROLE]).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT").format(role))
+        # A second guard under the read-only transactions the source opens anyway.
+        conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
+    params = psycopg.conninfo.conninfo_to_dict(uri)
+    return f"postgresql://{REPORT_ROLE}@/{params.get('dbname', 'postgres')}?host={params['host']}"
+
+
 def port_from(variable: str, default: int | None) -> int:
     """A fixed port (the demo's, so a second terminal finds it again), or any free one."""
     if value := os.environ.get(variable):
@@ -169,6 +190,9 @@ def start_services(
     env: dict[str, str] = {"DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "1")}
     if not os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"] = start_postgres(data_dir, stack)
+        if not os.environ.get("REPORTS_DATABASE_URL"):
+            env["REPORTS_DATABASE_URL"] = create_report_role(env["DATABASE_URL"])
+            print(f"reports role: {env['REPORTS_DATABASE_URL']}", flush=True)
     if not os.environ.get("SNOWFLAKE_HOST"):
         port = start_emulator(data_dir, stack, ports.get("snowflake"))
         env.update(

@@ -220,8 +220,9 @@ def snowflake_report_role(debug: bool) -> str:
 
 
 FANOUT_SOURCES: dict[str, dict[str, Any]] = {
-    # Report queries on Postgres. Without REPORTS_DATABASE_URL they read the app's own
-    # database (read-only transactions), which is what the demo reports show.
+    # Report queries on Postgres, as a read-only role with SELECT on the report schemas only
+    # (`make demo` and `make test` create one). Without REPORTS_DATABASE_URL, in debug mode
+    # only, they use the app's own credentials (read-only transactions, but every table).
     "postgres": {
         "kind": "postgres",
         "url": env.str("REPORTS_DATABASE_URL", default=""),
@@ -272,6 +273,31 @@ FANOUT_SOURCES: dict[str, dict[str, Any]] = {
         "idle_max": env.int("SNOWFLAKE_IDLE_MAX", default=0),
     },
 }
+
+
+def _refuse_app_credentials_for_reports() -> None:
+    """Outside debug mode report SQL never runs with the app's credentials: a read-only
+    transaction does not hide the password hashes, a role without grants does."""
+    import psycopg.conninfo
+
+    url = FANOUT_SOURCES["postgres"]["url"]
+    if not url:
+        raise ImproperlyConfigured(
+            "Set REPORTS_DATABASE_URL to a read-only role for report queries (SELECT on the report "
+            "schemas only): outside debug mode they may not run with DATABASE_URL's credentials."
+        )
+    try:
+        user = psycopg.conninfo.conninfo_to_dict(url).get("user")
+    except psycopg.ProgrammingError as exc:
+        raise ImproperlyConfigured(f"REPORTS_DATABASE_URL is not a valid postgresql:// URL: {exc}") from exc
+    if not user or user == _db.get("USER"):
+        raise ImproperlyConfigured(
+            f"REPORTS_DATABASE_URL must name a read-only role of its own, not DATABASE_URL's user {_db.get('USER')!r}."
+        )
+
+
+if not DEBUG:
+    _refuse_app_credentials_for_reports()
 
 # Reports: the most rows a panel shows, and the deadline of a whole CSV/XLSX export.
 REPORTS_MAX_ROWS = positive_int("REPORTS_MAX_ROWS", SOURCE_MAX_ROWS)

@@ -20,7 +20,7 @@ from project import cache
 from reports import filters as filtering
 from reports import runner
 from reports.models import DataSource, Filter, Panel, QueryLog, Report
-from reports.sql import check_sql
+from reports.sql import parameter_problems
 
 PREVIEW_ROWS = 20
 
@@ -48,9 +48,10 @@ def saved_parameters(report: Report | None) -> set[str]:
 
 
 def sql_problems(form: forms.ModelForm, parameters: set[str]) -> None:
-    sql, source = form.cleaned_data.get("sql"), form.cleaned_data.get("source")
-    if sql and source:
-        for problem in check_sql(sql, source.dialect, parameters):
+    """Placeholders no filter provides (the filters may be in the same submission); whether the
+    SQL is one read-only query is the model's own check (Panel.clean)."""
+    if sql := form.cleaned_data.get("sql"):
+        for problem in parameter_problems(sql, parameters):
             form.add_error("sql", problem)
 
 

@@ -27,6 +27,7 @@ from django.utils.text import slugify
 from project.sources import SourceError
 from reports.models import Panel, QueryLog, Report, json_safe
 from reports.runner import bind, panel_params
+from reports.sql import refuse_unless_read_only
 
 BATCH_SIZE = 5000
 CHUNK_SIZE = 64 * 1024
@@ -61,6 +62,8 @@ async def response(
         duration_ms=0,
     )
     try:
+        # Checked before the stream starts: the generator has not connected yet.
+        refuse_unless_read_only(panel.sql, panel.source.dialect, panel.source.connection)
         first = await anext(batches, None)
     except SourceError as exc:
         log.duration_ms, log.error_kind, log.error = (time.perf_counter() - started) * 1000, exc.kind, exc.message

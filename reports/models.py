@@ -13,7 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
-from project.sources import Source, get_source
+from project.sources import Source, get_source, placeholder_names
+from reports.sql import read_only_problems
 
 User = AuthUser | AnonymousUser
 
@@ -154,6 +155,12 @@ class Panel(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def clean(self) -> None:
+        # The same check runs again before every run (the runner, exports): SQL saved
+        # through the ORM, a fixture or a data migration never passed this method.
+        if self.sql and self.source_id is not None and (problems := read_only_problems(self.sql, self.source.dialect)):
+            raise ValidationError({"sql": list(problems)})
+
     @property
     def effective_timeout(self) -> float:
         limit = self.source.timeout
@@ -217,6 +224,13 @@ class Filter(models.Model):
             raise ValidationError({"options_sql": "A choice filter needs a query that lists its options."})
         if self.options_sql.strip() and self.options_source_id is None:
             raise ValidationError({"options_source": "Say which source the options query runs on."})
+        if self.options_sql.strip() and self.options_source is not None:
+            # Options queries run without parameters (the runner checks again before each run).
+            problems = list(read_only_problems(self.options_sql, self.options_source.dialect))
+            if names := placeholder_names(self.options_sql):
+                problems.append(f"An options query takes no parameters: remove %({names[0]})s.")
+            if problems:
+                raise ValidationError({"options_sql": problems})
 
 
 class QueryLogQuerySet(models.QuerySet["QueryLog"]):

@@ -27,6 +27,7 @@ from project.db import release_connection
 from project.sources import SourceError, SourceTimeout, inflight
 from reports.filters import Options
 from reports.models import DataSource, Filter, Panel, QueryLog, json_safe
+from reports.sql import refuse_unless_read_only
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def bind(source: DataSource, params: dict[str, Any]) -> dict[str, Any]:
 
 async def _query(panel: Panel, params: dict[str, Any]) -> dict[str, Any]:
     source = panel.source
+    refuse_unless_read_only(panel.sql, source.dialect, source.connection)
     share = _share(source)
     if share is not None:
         await share.acquire()
@@ -209,6 +211,7 @@ async def load_options(item: Filter, *, fresh: bool = False) -> tuple[Options, S
     source = item.options_source
 
     async def loader() -> Options:
+        refuse_unless_read_only(item.options_sql, source.dialect, source.connection)
         result = await source.source.execute(item.options_sql, timeout=source.timeout, max_rows=_max_rows())
         return [(str(row[0]), str(row[1] if len(row) > 1 else row[0])) for row in result.rows if row[0] is not None]
 

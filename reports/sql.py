@@ -1,18 +1,22 @@
-"""Checks on a panel's SQL before it is saved: one read-only statement whose parameters are filters.
+"""Checks on report SQL (a panel's, a filter's options query): one read-only statement whose
+parameters are filters, judged from its parse tree.
 
-The databases enforce read-only too (read-only transactions on Postgres, a statement-type
-check and a read-only role on Snowflake); this check tells the author at once, in the admin.
+It runs when the SQL is saved (the admin's forms, the models' `clean()`), to tell the author
+at once, and again before every run (`refuse_unless_read_only`), because SQL also arrives
+through the ORM, fixtures and data migrations. The databases enforce read-only as well:
+a read-only role and read-only transactions on Postgres, a read-only role on Snowflake.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
 
-from project.sources import placeholder_names
+from project.sources import QueryError, placeholder_names
 from project.sources.base import PLACEHOLDER
 
 # Nodes that write, lock or change the session, wherever they appear (a CTE can DELETE).
@@ -49,26 +53,42 @@ def for_parsing(sql: str) -> str:
     return PLACEHOLDER.sub(lambda match: "NULL" if match.group("name") else "%", sql)
 
 
-def check_sql(sql: str, dialect: str, parameters: Iterable[str]) -> list[str]:
-    """What is wrong with a panel's SQL; an empty list when it may be saved."""
-    problems: list[str] = []
+def parameter_problems(sql: str, parameters: Iterable[str]) -> list[str]:
+    """The placeholders in `sql` that no filter provides."""
+    known = set(parameters)
+    if unknown := [name for name in placeholder_names(sql) if name not in known]:
+        offered = ", ".join(sorted(known)) or "none"
+        return [f"No filter provides {', '.join(unknown)} (the report's parameters: {offered})."]
+    return []
+
+
+# Every run checks its statement again: parsed once per process for each text.
+@lru_cache(maxsize=1024)
+def read_only_problems(sql: str, dialect: str) -> tuple[str, ...]:
+    """Why `sql` is not exactly one read-only query in `dialect`; empty when it is."""
     try:
         statements = [statement for statement in sqlglot.parse(for_parsing(sql), read=dialect) if statement]
+    except TokenError as exc:
+        # An unterminated quote, identifier or dollar-quoted string: the tokenizer gives up.
+        near = str(exc).removeprefix("Error tokenizing ").strip()
+        return (f"The SQL does not parse as {dialect}: a quote or string is not closed, near {near}.",)
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f" (line {first.get('line')}, column {first.get('col')})" if first.get("line") else ""
         description = str(first.get("description") or exc).split(" but got ")[0].split(". Line ")[0]
         near = f" near “{first['highlight']}”" if first.get("highlight") else ""
-        return [f"The SQL does not parse as {dialect}{where}: {description}{near}."]
+        return (f"The SQL does not parse as {dialect}{where}: {description}{near}.",)
     if len(statements) != 1:
-        return [f"Write exactly one statement, not {len(statements)}."]
+        return (f"Write exactly one statement, not {len(statements)}.",)
     statement = statements[0]
     if not isinstance(statement, QUERY):
-        problems.append(f"Only read-only queries may run here; this is a {statement.key.upper()} statement.")
-    elif forbidden := sorted({node.key.upper() for node in statement.walk() if isinstance(node, FORBIDDEN)}):
-        problems.append(f"Only read-only queries may run here; it contains {', '.join(forbidden)}.")
-    known = set(parameters)
-    if unknown := [name for name in placeholder_names(sql) if name not in known]:
-        offered = ", ".join(sorted(known)) or "none"
-        problems.append(f"No filter provides {', '.join(unknown)} (the report's parameters: {offered}).")
-    return problems
+        return (f"Only read-only queries may run here; this is a {statement.key.upper()} statement.",)
+    if forbidden := sorted({node.key.upper() for node in statement.walk() if isinstance(node, FORBIDDEN)}):
+        return (f"Only read-only queries may run here; it contains {', '.join(forbidden)}.",)
+    return ()
+
+
+def refuse_unless_read_only(sql: str, dialect: str, source: str) -> None:
+    """Raise QueryError (the page shows it, the API answers 422) unless `sql` is one read-only query."""
+    if problems := read_only_problems(sql, dialect):
+        raise QueryError(source, "Refused before it ran: " + " ".join(problems))

@@ -5,7 +5,9 @@ import sys
 import threading
 from collections.abc import Iterator
 
+import psycopg.conninfo
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import AsyncClient, Client
@@ -68,6 +70,15 @@ def async_owner_client(owner: User) -> AsyncClient:
     client = AsyncClient()
     client.force_login(owner)
     return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def report_role_on_the_test_database(django_db_setup: None) -> None:
+    """REPORTS_DATABASE_URL (the read-only role `make test` creates) names the database the
+    run started with; the role reads the test database instead, as the app does."""
+    config = settings.FANOUT_SOURCES["postgres"]
+    if config["url"]:
+        config["url"] = psycopg.conninfo.make_conninfo(config["url"], dbname=connection.settings_dict["NAME"])
 
 
 @pytest.fixture(scope="session", autouse=True)

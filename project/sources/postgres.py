@@ -144,7 +144,11 @@ class PostgresSource:
         async with track_call(self.name, "query"):
             start = time.perf_counter()
             async with self._connection(sql, timeout, read_only, share) as conn, conn.cursor() as cur:
-                await cur.execute(sql, bound)
+                # prepare=True keeps even a statement without parameters on the extended
+                # protocol, which runs one statement: the simple protocol would run
+                # "SELECT 1; COMMIT; UPDATE ..." whole (DESIGN.md, "Facts added 2026-12").
+                # stream() is extended already (a server-side cursor's DECLARE).
+                await cur.execute(sql, bound, prepare=True)
                 columns = [column.name for column in cur.description or []]
                 rows = await cur.fetchmany(max_rows + 1) if cur.description else []
                 row_count = min(len(rows), max_rows) if cur.description else cur.rowcount

@@ -43,7 +43,8 @@ def report(owner: User, analysts: Group) -> Report:
     make_filter(report, "status", Filter.Kind.CHOICE, options_sql="SELECT 'PAID', 'Paid'")
     make_panel(
         report,
-        "SELECT %(q)s::text AS echo, (SELECT count(*) FROM reports_report) AS reports",
+        # The report role cannot read the app's tables; tables_exist() looks as the app.
+        "SELECT %(q)s::text AS echo, 1 AS one",
         title="Echo",
         cache_ttl=0,
     )
@@ -56,7 +57,7 @@ def test_it_binds_a_hostile_text_filter_value_on_postgres(report: Report, member
     assert response.status_code == 200, response.content
     panel = response.json()["panels"][0]
     assert panel["error"] is None
-    assert panel["rows"] == [[value.strip(), 1]]  # the value itself, as data; the report table intact
+    assert panel["rows"] == [[value.strip(), 1]]  # the value itself, as data
     tables_exist()
 
 

@@ -53,3 +53,26 @@ def test_it_reads_a_secret_from_a_file(tmp_path) -> None:
 def test_it_refuses_a_database_url_that_is_not_postgres() -> None:
     result = load_settings(DATABASE_URL="sqlite:///db.sqlite3")
     assert "DATABASE_URL must be a postgresql:// URL" in result.stderr
+
+
+def production(**overrides: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("DJANGO_DEBUG", "REPORTS_DATABASE_URL")}
+    env.update(DJANGO_SECRET_KEY="s" * 50, DATABASE_URL="postgresql://fanout:pw@db.internal/fanout", **overrides)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_it_refuses_to_start_in_production_when_reports_would_use_the_apps_credentials() -> None:
+    missing = production()
+    assert missing.returncode != 0
+    assert "Set REPORTS_DATABASE_URL to a read-only role for report queries" in missing.stderr
+    same = production(REPORTS_DATABASE_URL="postgresql://fanout:pw@db.internal/fanout")
+    assert same.returncode != 0
+    assert "REPORTS_DATABASE_URL must name a read-only role of its own, not DATABASE_URL's user 'fanout'" in same.stderr
+    own = production(REPORTS_DATABASE_URL="postgresql://fanout_reports:pw@db.internal/fanout")
+    assert own.returncode == 0, own.stderr
+    assert own.stdout.strip() == "started"

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 
-from reports.models import Panel, QueryLog
+from reports.models import Panel, QueryLog, Report
 from tests.reports.conftest import make_filter, make_panel, make_report, make_source
 
 pytestmark = pytest.mark.django_db
@@ -78,3 +79,28 @@ def test_it_lets_staff_browse_the_query_log(superuser_client, report):
     superuser_client.get(f"/reports/claims/panels/{report.panels.get().pk}/")
     html = superuser_client.get("/admin/reports/querylog/").content.decode()
     assert "1 query log" in html.lower() or "querylog" in html
+
+
+@pytest.mark.parametrize("sql", ["SELECT 'unterminated", 'SELECT "unterminated', "SELECT $$unterminated"])
+def test_it_explains_an_unterminated_quote_instead_of_failing(superuser_client, owner, sql):
+    response = superuser_client.post("/admin/reports/report/add/", report_form(owner, sql))
+    assert response.status_code == 200
+    assert "a quote or string is not closed" in response.content.decode()
+    assert not Panel.objects.exists()
+
+
+def test_it_explains_a_bad_options_query_in_the_filter_inline(superuser_client, owner):
+    source = make_source("postgres")
+    form = report_form(owner, "SELECT 1 AS one")
+    form.update(
+        {
+            "filters-0-kind": "choice",
+            "filters-0-options_source": str(source.pk),
+            "filters-0-options_sql": "SELECT 1, 1; COMMIT; UPDATE auth_user SET is_superuser = true",
+        }
+    )
+    response = superuser_client.post("/admin/reports/report/add/", form)
+    assert response.status_code == 200
+    assert "Write exactly one statement, not 3." in response.content.decode()
+    assert not Report.objects.exists()
+    assert list(User.objects.filter(is_superuser=True).values_list("username", flat=True)) == ["alice"]

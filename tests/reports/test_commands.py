@@ -121,3 +121,15 @@ def test_it_runs_every_async_command_many_times_in_one_process(report, caplog) -
         assert " ok " in call_with_deadline(check_sources, DEADLINE, f"check_sources #{iteration}")
     # Each call's loop took its pool's connections with it.
     assert backends() <= before
+
+
+def test_it_runs_the_demo_activity_report_as_the_read_only_role(owner):
+    """The activity report reads the `reports` schema's views, not the app's tables, which the
+    report role may not read."""
+    call_command("load_demo_reports", stdout=StringIO())
+    out = StringIO()
+    call_command("run_report", "fanout-activity", "--format", "json", stdout=out)
+    body = json.loads(out.getvalue())
+    assert all(panel["error"] is None for panel in body["panels"]), body
+    by_title = {panel["title"]: panel for panel in body["panels"]}
+    assert ["Fanout activity", "fanout-activity", "alice"] in [row[:3] for row in by_title["Reports"]["rows"]]

@@ -6,7 +6,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import connection, transaction
 
 from project.sources import SourceError, get_source
 from reports.models import DataSource, Filter, Panel, Report
@@ -121,6 +121,17 @@ ACTIVITY_FILTERS = [
     ),
 ]
 
+# Report queries run as a read-only role that cannot read the app's tables (auth_user holds
+# password hashes). What the activity report shows is published to it as views in the
+# `reports` schema, which run with their owner's (the app's) rights and expose these columns only.
+REPORT_VIEWS = {
+    "query_log": "SELECT id, created_at, report_id, panel_id, trigger, source, duration_ms, rows, cache_hit, "
+    "error_kind, error FROM reports_querylog",
+    "panels": "SELECT id, report_id, title FROM reports_panel",
+    "reports": "SELECT r.id, r.title, r.slug, u.username AS owner, r.updated_at FROM reports_report r "
+    "JOIN auth_user u ON u.id = r.owner_id",
+}
+
 ACTIVITY_WHERE = """
 WHERE l.created_at >= %(period_from)s AND l.created_at < %(period_to)s::date + 1
   AND (%(trigger)s::text IS NULL OR l.trigger = %(trigger)s)"""
@@ -130,51 +141,52 @@ ACTIVITY_PANELS = [
         "Panel runs",
         Panel.Visualization.NUMBER,
         Panel.Width.THIRD,
-        f'SELECT COUNT(*) AS "Panel runs" FROM reports_querylog l {ACTIVITY_WHERE}',
+        f'SELECT COUNT(*) AS "Panel runs" FROM reports.query_log l {ACTIVITY_WHERE}',
     ),
     (
         "Cache hit ratio",
         Panel.Visualization.NUMBER,
         Panel.Width.THIRD,
         f'SELECT ROUND(100.0 * AVG(CASE WHEN l.cache_hit THEN 1 ELSE 0 END), 1) AS "Cache hits (%%)" '
-        f"FROM reports_querylog l {ACTIVITY_WHERE}",
+        f"FROM reports.query_log l {ACTIVITY_WHERE}",
     ),
     (
         "Failed runs",
         Panel.Visualization.NUMBER,
         Panel.Width.THIRD,
-        f"SELECT COUNT(*) AS \"Failed runs\" FROM reports_querylog l {ACTIVITY_WHERE} AND l.error_kind <> ''",
+        f"SELECT COUNT(*) AS \"Failed runs\" FROM reports.query_log l {ACTIVITY_WHERE} AND l.error_kind <> ''",
     ),
     (
         "Runs per day",
         Panel.Visualization.LINE,
         Panel.Width.TWO_THIRDS,
         f"SELECT l.created_at::date AS day, COUNT(*) AS runs, "
-        f"COUNT(*) FILTER (WHERE l.cache_hit) AS cached FROM reports_querylog l {ACTIVITY_WHERE} GROUP BY 1 ORDER BY 1",
+        f"COUNT(*) FILTER (WHERE l.cache_hit) AS cached FROM reports.query_log l {ACTIVITY_WHERE} "
+        "GROUP BY 1 ORDER BY 1",
     ),
     (
         "Slowest panels (median ms)",
         Panel.Visualization.BAR,
         Panel.Width.THIRD,
         f"SELECT p.title, ROUND(PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY l.duration_ms)::numeric, 1) AS median_ms "
-        f"FROM reports_querylog l JOIN reports_panel p ON p.id = l.panel_id {ACTIVITY_WHERE} AND NOT l.cache_hit "
+        f"FROM reports.query_log l JOIN reports.panels p ON p.id = l.panel_id {ACTIVITY_WHERE} AND NOT l.cache_hit "
         f"GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
     ),
     (
         "Recent errors",
         Panel.Visualization.TABLE,
         Panel.Width.FULL,
-        f"SELECT l.created_at, r.title AS report, p.title AS panel, l.error_kind, l.error FROM reports_querylog l "
-        f"LEFT JOIN reports_report r ON r.id = l.report_id LEFT JOIN reports_panel p ON p.id = l.panel_id "
+        f"SELECT l.created_at, r.title AS report, p.title AS panel, l.error_kind, l.error FROM reports.query_log l "
+        f"LEFT JOIN reports.reports r ON r.id = l.report_id LEFT JOIN reports.panels p ON p.id = l.panel_id "
         f"{ACTIVITY_WHERE} AND l.error_kind <> '' ORDER BY l.created_at DESC LIMIT 100",
     ),
     (
         "Reports",
         Panel.Visualization.TABLE,
         Panel.Width.FULL,
-        "SELECT r.title, r.slug, u.username AS owner, COUNT(p.id) AS panels, r.updated_at FROM reports_report r "
-        "JOIN auth_user u ON u.id = r.owner_id LEFT JOIN reports_panel p ON p.report_id = r.id "
-        "GROUP BY r.id, u.username ORDER BY r.title",
+        "SELECT r.title, r.slug, r.owner, COUNT(p.id) AS panels, r.updated_at FROM reports.reports r "
+        "LEFT JOIN reports.panels p ON p.report_id = r.id "
+        "GROUP BY r.id, r.title, r.slug, r.owner, r.updated_at ORDER BY r.title",
     ),
 ]
 
@@ -251,6 +263,7 @@ class Command(BaseCommand):
         if owner is None:
             raise CommandError("Create a staff user first (manage.py demo_setup does).")
         claims_ok = self.create_claims()
+        self.publish_report_views()
         analysts, _ = Group.objects.get_or_create(name="Analysts")
         with transaction.atomic():
             snowflake, _ = DataSource.objects.update_or_create(
@@ -299,6 +312,24 @@ class Command(BaseCommand):
                 + ("" if claims_ok else " (the Snowflake claims table could not be created)")
             )
         )
+
+    def publish_report_views(self) -> None:
+        """The `reports` schema's views, readable by the report queries' role."""
+        role = async_to_sync(self.report_role)()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("CREATE SCHEMA IF NOT EXISTS reports")
+            for name, query in REPORT_VIEWS.items():
+                cursor.execute(f"CREATE OR REPLACE VIEW reports.{name} AS {query}")
+            if role and role != connection.settings_dict["USER"]:
+                quoted = connection.ops.quote_name(role)
+                cursor.execute(f"GRANT USAGE ON SCHEMA reports TO {quoted}")
+                cursor.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA reports TO {quoted}")
+
+    @staticmethod
+    async def report_role() -> str:
+        """The role report queries connect as (REPORTS_DATABASE_URL's user)."""
+        result = await get_source("postgres").execute("SELECT current_user", timeout=10)
+        return str(result.rows[0][0])
 
     def create_claims(self) -> bool:
         source = get_source("snowflake")
