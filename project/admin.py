@@ -25,7 +25,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from project import cache
-from project.models import CacheControl
+from project.models import CacheControl, TokenIdentity
 
 AsyncView = Callable[..., Coroutine[Any, Any, HttpResponse]]
 
@@ -101,3 +101,13 @@ class FanoutAdminSite(admin.AdminSite):
         await CacheControl.arecord(await request.auser(), "all", message, destructive=True)
         messages.success(request, message)
         return HttpResponseRedirect(reverse("admin:caches", current_app=self.name))
+
+
+@admin.register(TokenIdentity)
+class TokenIdentityAdmin(admin.ModelAdmin):
+    """Where an administrator links a token identity to an existing (for instance staff) user."""
+
+    list_display = ("subject", "issuer", "user", "created_at")
+    search_fields = ("subject", "issuer", "user__username")
+    raw_id_fields = ("user",)
+    readonly_fields = ("granted_groups", "created_at")

@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver
 from ninja import NinjaAPI, Router
+from ninja.errors import AuthenticationError
 from ninja.security import django_auth
 
 from project import cache
@@ -85,6 +86,14 @@ def permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpRespon
 @api.exception_handler(SourceError)
 def source_error(request: HttpRequest, exc: SourceError) -> HttpResponse:
     return api.create_response(request, {"detail": exc.message, "error": exc.as_dict()}, status=exc.http_status)
+
+
+@api.exception_handler(AuthenticationError)
+def authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    # RFC 6750 section 3: a 401 says how to authenticate.
+    response = api.create_response(request, {"detail": "Sign in, or send a bearer token."}, status=401)
+    response["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 @api.exception_handler(AuthServerUnavailable)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import AnonymousUser, User
 from django.contrib.contenttypes.models import ContentType
@@ -44,3 +45,27 @@ class CacheControl(models.Model):
             action_flag=DELETION if destructive else CHANGE,
             change_message=message,
         )
+
+
+class TokenIdentity(models.Model):
+    """Which local user a bearer token's (issuer, subject) stands for.
+
+    Created on first sight for a new, unprivileged user; never found by username, so an
+    identity-provider account named like a local one does not become it. A local staff or
+    superuser account is reached by token only through an identity an administrator adds here.
+    """
+
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_identities")
+    # The groups this identity's tokens added (through TOKEN_GROUPS): only these are ever
+    # taken away again when a later token no longer claims them; local groups stay.
+    granted_groups = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="project_token_identity_unique")]
+        verbose_name_plural = "token identities"
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"

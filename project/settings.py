@@ -427,16 +427,20 @@ LOGGING = {
 # --- Tokens, rate limits (issue 5) ---------------------------------------------------------
 
 # Bearer tokens are checked by OAuth 2.0 introspection (RFC 7662). Without a URL, bearer
-# requests get 503 and sessions work as before. An active token is trusted until the
+# requests get 401 and sessions work as before. An active token is trusted until the
 # earlier of its `exp` and CACHE_TTLS["tokens"] (60 s); an inactive one for TOKEN_NEGATIVE_TTL.
 TOKEN_INTROSPECTION_URL = env.str("TOKEN_INTROSPECTION_URL", default="")
 TOKEN_CLIENT_ID = env.str("TOKEN_CLIENT_ID", default="")
 TOKEN_CLIENT_SECRET = secret("TOKEN_CLIENT_SECRET", "")
 TOKEN_INTROSPECTION_TIMEOUT = positive_float("TOKEN_INTROSPECTION_TIMEOUT", 5.0)
 TOKEN_NEGATIVE_TTL = positive_int("TOKEN_NEGATIVE_TTL", 10)
-# The claim naming the Django user (falls back to `sub`), and the one listing its groups.
+# A token's user is found by its (issuer, subject) (project.models.TokenIdentity); the
+# username claim only names a user created on first sight.
 TOKEN_USERNAME_CLAIM = env.str("TOKEN_USERNAME_CLAIM", default="username")
 TOKEN_GROUPS_CLAIM = env.str("TOKEN_GROUPS_CLAIM", default="groups")
+# The allow-list of groups a token may grant: claimed name=local group name, comma-separated
+# ("idp-analysts=Analysts,idp-ops=Operations"). Claimed groups not listed grant nothing.
+TOKEN_GROUPS: dict[str, str] = env.dict("TOKEN_GROUPS", default={})
 
 
 def rate(name: str, default: str) -> str:
@@ -455,6 +459,9 @@ RATE_LIMITS = {
     "fresh": rate("RATE_LIMIT_FRESH", "10/m"),
     "upload": rate("RATE_LIMIT_UPLOAD", "20/h"),
     "pipeline-start": rate("RATE_LIMIT_PIPELINE_START", "10/h"),
+    # Calls to the auth server per client address (cached verdicts are free): a client
+    # sending ever new tokens cannot make the auth server do unbounded work.
+    "token-introspection": rate("RATE_LIMIT_TOKEN_INTROSPECTION", "30/m"),
 }
 
 # How often each process adds its cache hit/miss counts to the shared counters.

@@ -7,11 +7,17 @@ is never stored or logged): an active token until the earlier of its `exp` and
 CACHE_TTLS["tokens"] (60 s), an inactive one for TOKEN_NEGATIVE_TTL, so a flood of bad
 tokens does not reach the auth server. `project.cache.load` makes concurrent first
 requests for one token, in any process, share one introspection call. The token's subject
-maps to a Django user, created on first sight, whose groups follow the token's groups
-claim (groups that exist in Django), so permissions work as for a session.
+and issuer map to a Django user through `project.models.TokenIdentity`: linked by
+(issuer, subject), never by username, a new identity gets a new user without staff rights;
+a local staff account is reached only through a link an administrator made. The token's
+groups claim grants only the local groups TOKEN_GROUPS maps it to, and never takes away a
+group that was assigned locally.
 
-An auth server that is down or misconfigured raises AuthServerUnavailable: the bearer
-request gets 503, sessions are not affected.
+A request with a bearer token is answered here unless the token stands for a user: an
+empty or malformed token gets 401 (with `WWW-Authenticate: Bearer`) without an
+introspection call, an unknown or inactive one 401, a client past its share of
+introspection calls (RATE_LIMITS["token-introspection"]) 429, and an auth server that is
+down or not configured 503. Sessions are not affected.
 """
 
 from __future__ import annotations
@@ -19,26 +25,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 import httpx
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group, User
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja.security import HttpBearer
 
-from project import cache
+from project import cache, ratelimit
+from project.models import TokenIdentity
 
 logger = logging.getLogger(__name__)
 
 
-class AuthServerUnavailable(Exception):
-    """The introspection endpoint could not give a verdict; the request gets 503."""
+class TokenRefused(Exception):
+    """A bearer request answered here, with `message` as the JSON detail."""
 
     http_status = 503
 
@@ -48,6 +57,43 @@ class AuthServerUnavailable(Exception):
 
     def response(self) -> HttpResponse:
         return JsonResponse({"detail": self.message}, status=self.http_status)
+
+
+class AuthServerUnavailable(TokenRefused):
+    """The introspection endpoint could not give a verdict; the request gets 503."""
+
+
+class InvalidToken(TokenRefused):
+    """The token is empty, malformed or not accepted: 401 with `WWW-Authenticate: Bearer`."""
+
+    http_status = 401
+
+    def response(self) -> HttpResponse:
+        return unauthorized(self.message, error="invalid_token")
+
+
+def unauthorized(message: str, *, error: str = "") -> HttpResponse:
+    """401 that tells the client how to authenticate (RFC 6750 section 3)."""
+    response = JsonResponse({"detail": message}, status=401)
+    challenge = f'Bearer error="{error}", error_description="{message}"' if error else "Bearer"
+    response["WWW-Authenticate"] = challenge.replace("\n", " ")
+    return response
+
+
+# RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MAX_TOKEN_LENGTH = 8192
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be a bearer token at all (checked before any introspection call)."""
+    if not token:
+        return "The bearer token is empty."
+    if len(token) > MAX_TOKEN_LENGTH:
+        return f"The bearer token is longer than {MAX_TOKEN_LENGTH} characters."
+    if not B64TOKEN.fullmatch(token):
+        return "The bearer token is malformed (RFC 6750 allows letters, digits and -._~+/ then =)."
+    return None
 
 
 class Verdict(TypedDict, total=False):
@@ -88,9 +134,11 @@ async def introspect(token: str) -> dict[str, Any]:
     url = settings.TOKEN_INTROSPECTION_URL
     if not url:
         raise AuthServerUnavailable("Bearer tokens are not accepted here: TOKEN_INTROSPECTION_URL is not set.")
-    auth = (settings.TOKEN_CLIENT_ID, settings.TOKEN_CLIENT_SECRET) if settings.TOKEN_CLIENT_ID else None
+    auth: dict[str, Any] = (
+        {"auth": (str(settings.TOKEN_CLIENT_ID), str(settings.TOKEN_CLIENT_SECRET))} if settings.TOKEN_CLIENT_ID else {}
+    )
     try:
-        response = await _client().post(url, data={"token": token, "token_type_hint": "access_token"}, auth=auth)
+        response = await _client().post(url, data={"token": token, "token_type_hint": "access_token"}, **auth)
     except httpx.TimeoutException as exc:
         raise AuthServerUnavailable(
             f"The auth server did not answer within {settings.TOKEN_INTROSPECTION_TIMEOUT:g} s; try again shortly."
@@ -109,22 +157,70 @@ async def introspect(token: str) -> dict[str, Any]:
     return claims
 
 
+def issuer_of(claims: dict[str, Any]) -> str:
+    """Who vouches for the subject: the token's `iss`, else the introspection endpoint itself."""
+    issuer = claims.get("iss")
+    return issuer if isinstance(issuer, str) and issuer else str(settings.TOKEN_INTROSPECTION_URL)
+
+
 async def _user_for(claims: dict[str, Any]) -> User | None:
-    """The Django user named by the claims, created on first sight, groups as claimed."""
-    username = claims.get(settings.TOKEN_USERNAME_CLAIM) or claims.get("sub")
-    if not username or not isinstance(username, str):
+    """The user linked to the token's (issuer, subject), linked to a new user on first sight."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject or len(subject) > 255:
         return None
-    user, _ = await User.objects.aget_or_create(
-        username=username[:150],
-        defaults={"password": make_password(None), "email": str(claims.get("email") or "")},
-    )
+    issuer = issuer_of(claims)[:255]
+    identity = await TokenIdentity.objects.select_related("user").filter(issuer=issuer, subject=subject).afirst()
+    if identity is None:
+        identity = await _new_identity(issuer, subject, claims)
+    await _grant_groups(identity, claims)
+    return identity.user
+
+
+async def _new_identity(issuer: str, subject: str, claims: dict[str, Any]) -> TokenIdentity:
+    """A new user without staff rights for an identity never seen before. The token's username
+    is only a name hint: when a local account has it, the new user gets a distinct one."""
+    hint = claims.get(settings.TOKEN_USERNAME_CLAIM)
+    name = (hint if isinstance(hint, str) and hint.strip() else subject).strip()[:120]
+    if await User.objects.filter(username=name).aexists():
+        name = f"{name}~{hashlib.sha256(f'{issuer} {subject}'.encode()).hexdigest()[:12]}"
+
+    def create() -> TokenIdentity:
+        try:
+            with transaction.atomic():
+                user = User.objects.create(
+                    username=name, password=make_password(None), email=str(claims.get("email") or "")[:254]
+                )
+                return TokenIdentity.objects.create(issuer=issuer, subject=subject, user=user)
+        except IntegrityError:
+            # Another request linked this identity at the same moment: theirs stands.
+            return TokenIdentity.objects.select_related("user").get(issuer=issuer, subject=subject)
+
+    return await sync_to_async(create)()
+
+
+async def _grant_groups(identity: TokenIdentity, claims: dict[str, Any]) -> None:
+    """The local groups TOKEN_GROUPS maps the claimed groups to; only groups that a token
+    granted earlier and no longer claims are taken away."""
     claimed = claims.get(settings.TOKEN_GROUPS_CLAIM)
     if isinstance(claimed, str):
         claimed = claimed.split()
-    if isinstance(claimed, list):
-        groups = [group async for group in Group.objects.filter(name__in=[str(name) for name in claimed])]
-        await user.groups.aset(groups)
-    return user
+    if not isinstance(claimed, list):
+        return
+    mapping: dict[str, str] = settings.TOKEN_GROUPS
+    wanted = {mapping[name] for name in claimed if isinstance(name, str) and name in mapping}
+    user = identity.user
+    current = {name async for name in user.groups.values_list("name", flat=True)}
+    granted = set(identity.granted_groups)
+    add = wanted - current
+    remove = (granted - wanted) & current
+    if add:
+        await user.groups.aadd(*[group async for group in Group.objects.filter(name__in=add)])
+    if remove:
+        await user.groups.aremove(*[group async for group in Group.objects.filter(name__in=remove)])
+    now_granted = sorted((granted & wanted) | add)
+    if now_granted != sorted(identity.granted_groups):
+        identity.granted_groups = now_granted
+        await identity.asave(update_fields=["granted_groups"])
 
 
 async def _load_verdict(token: str) -> Verdict:
@@ -149,12 +245,21 @@ def _expired(verdict: Verdict, stored_at: float) -> bool:
     return exp is not None and now >= exp
 
 
-async def verify(token: str) -> User | None:
-    """The active user `token` stands for, or None. Raises AuthServerUnavailable."""
+async def verify(token: str, client: str | None = None) -> User | None:
+    """The active user `token` stands for, or None. Raises InvalidToken (malformed),
+    AuthServerUnavailable, or RateLimited when `client` is past its introspection calls."""
+    if problem := token_problem(token):
+        raise InvalidToken(problem)
+    if not settings.TOKEN_INTROSPECTION_URL:
+        raise InvalidToken("Bearer tokens are not accepted here: TOKEN_INTROSPECTION_URL is not set.")
     digest = token_hash(token)
 
-    def loader() -> Awaitable[Verdict]:
-        return _load_verdict(token)
+    async def loader() -> Verdict:
+        if client is not None:
+            # Only a call to the auth server counts: cached verdicts cost nothing, so a
+            # client inventing tokens is stopped here, one that reuses its token never is.
+            await sync_to_async(ratelimit.hit, thread_sensitive=False)("token-introspection", client)
+        return await _load_verdict(token)
 
     entry = await cache.load("tokens", digest, loader)
     if _expired(entry.value, entry.stored_at):
@@ -171,10 +276,16 @@ async def verify(token: str) -> User | None:
 
 
 def bearer_token(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    """The text after `Bearer ` (possibly empty or malformed), or None without a bearer header."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
         return None
     return token.strip()
+
+
+def client_address(request: HttpRequest) -> str:
+    """Who is counted for introspection calls: the client's address (before anyone is signed in)."""
+    return f"addr:{request.META.get('REMOTE_ADDR', '-')}"
 
 
 class BearerAuth(HttpBearer):
@@ -184,7 +295,10 @@ class BearerAuth(HttpBearer):
         if hasattr(request, "bearer_user"):  # the middleware has verified it already
             user = request.bearer_user
         else:
-            user = await verify(token)
+            try:
+                user = await verify(token.strip(), client_address(request))
+            except InvalidToken:
+                return None
         if user is not None:
             request.user = user
         return user
@@ -194,12 +308,12 @@ bearer = BearerAuth()
 
 
 class BearerTokenMiddleware:
-    """Let pages accept `Authorization: Bearer` as well as the session.
+    """Let pages and the API accept `Authorization: Bearer` as well as the session.
 
     Place it after AuthenticationMiddleware. A verified token sets request.user and turns
     off CSRF for that request (a bearer token is not sent by a browser on its own, so
     there is no cross-site forgery to guard against). Requests without the header pass
-    untouched; an unknown token leaves the user anonymous.
+    untouched; a token that stands for no user is answered here (see the module's doc).
     """
 
     sync_capable = True
@@ -215,27 +329,30 @@ class BearerTokenMiddleware:
         if self.is_async:
             return self.__acall__(request)
         if (token := bearer_token(request)) is not None:
-            try:
-                user = async_to_sync(verify)(token)
-            except AuthServerUnavailable as exc:
-                return exc.response()
-            self._sign_in(request, user)
+            refused = async_to_sync(self._sign_in)(request, token)
+            if refused is not None:
+                return refused
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> Any:
         if (token := bearer_token(request)) is not None:
-            try:
-                user = await verify(token)
-            except AuthServerUnavailable as exc:
-                return exc.response()
-            self._sign_in(request, user)
+            refused = await self._sign_in(request, token)
+            if refused is not None:
+                return refused
         return await self.get_response(request)
 
     @staticmethod
-    def _sign_in(request: HttpRequest, user: User | None) -> None:
-        request.bearer_user = user  # type: ignore[attr-defined]
+    async def _sign_in(request: HttpRequest, token: str) -> HttpResponse | None:
+        """Sign the token's user in; the answer to send instead when it stands for no one."""
+        try:
+            user = await verify(token, client_address(request))
+        except (InvalidToken, AuthServerUnavailable) as exc:
+            return exc.response()
+        except ratelimit.RateLimited as exc:
+            return exc.response(request)
         if user is None:
-            return
+            return unauthorized("The bearer token is not active (unknown, expired or revoked).", error="invalid_token")
+        request.bearer_user = user  # type: ignore[attr-defined]
         request.user = user
 
         async def auser() -> User:
@@ -243,3 +360,4 @@ class BearerTokenMiddleware:
 
         request.auser = auser  # type: ignore[method-assign]
         request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+        return None

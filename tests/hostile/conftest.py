@@ -15,7 +15,7 @@ from django.contrib.auth.models import Permission, User
 from django.urls import URLResolver, get_resolver, reverse
 
 from devtools.services import free_port
-from tests.project.test_tokens import IntrospectionServer, active
+from tests.project.test_tokens import IntrospectionServer, active, link
 
 
 class LiveServer:
@@ -61,6 +61,7 @@ def staff_token(owner: User, settings) -> Iterator[str]:
     owner.user_permissions.add(Permission.objects.get(codename="control_cache"))
     server = IntrospectionServer()
     server.claims["staff-token"] = active(owner.username)
+    link(owner)  # a staff account is reached by token only through an explicit link
     settings.TOKEN_INTROSPECTION_URL = server.url
     yield "staff-token"
     server.stop()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -27,3 +28,17 @@ def cache_admin(owner: User) -> User:
     """Staff with the permission to control caches."""
     owner.user_permissions.add(Permission.objects.get(codename="control_cache"))
     return owner
+
+
+@pytest.fixture
+def auth_server(settings) -> Iterator[Any]:
+    """A real RFC 7662 endpoint on loopback (tests/project/test_tokens.py), configured as the
+    service's auth server with client credentials."""
+    from tests.project.test_tokens import IntrospectionServer
+
+    server = IntrospectionServer(delay=0.3)
+    settings.TOKEN_INTROSPECTION_URL = server.url
+    settings.TOKEN_CLIENT_ID = "fanout"
+    settings.TOKEN_CLIENT_SECRET = "s3cret"
+    yield server
+    server.stop()

@@ -21,6 +21,7 @@ from django.db import connection
 from django.test import AsyncClient, Client
 
 from project import cache, tokens
+from project.models import TokenIdentity
 
 
 class IntrospectionServer:
@@ -68,18 +69,24 @@ def clean_cache() -> Iterator[None]:
     django_cache.clear()
 
 
-@pytest.fixture
-def auth_server(settings) -> Iterator[IntrospectionServer]:
-    server = IntrospectionServer(delay=0.3)
-    settings.TOKEN_INTROSPECTION_URL = server.url
-    settings.TOKEN_CLIENT_ID = "fanout"
-    settings.TOKEN_CLIENT_SECRET = "s3cret"
-    yield server
-    server.stop()
+ISSUER = "https://idp.example.test"
 
 
 def active(username: str, **claims: Any) -> dict[str, Any]:
-    return {"active": True, "username": username, "exp": int(time.time()) + 3600, **claims}
+    """What the auth server says of an active token: its subject is `sub-<username>`."""
+    return {
+        "active": True,
+        "iss": ISSUER,
+        "sub": f"sub-{username}",
+        "username": username,
+        "exp": int(time.time()) + 3600,
+        **claims,
+    }
+
+
+def link(user: User, subject: str | None = None) -> TokenIdentity:
+    """What an administrator does in the admin: this identity is that local account."""
+    return TokenIdentity.objects.create(issuer=ISSUER, subject=subject or f"sub-{user.username}", user=user)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -191,18 +198,20 @@ def test_it_answers_503_for_bearer_requests_when_the_auth_server_is_down(auth_se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_maps_the_token_to_a_user_and_groups_so_permissions_apply(auth_server, owner) -> None:
+def test_it_maps_allowed_token_groups_to_local_groups_so_permissions_apply(auth_server, owner, settings) -> None:
+    settings.TOKEN_GROUPS = {"idp-cache-admins": "Cache admins"}
     admins = Group.objects.create(name="Cache admins")
     admins.permissions.add(Permission.objects.get(codename="control_cache"))
-    auth_server.claims["tok-alice"] = active("alice", groups=["Cache admins", "Unknown group"])
-    auth_server.claims["tok-new-user"] = active("harry", groups=["Cache admins"])
+    link(owner)
+    auth_server.claims["tok-alice"] = active("alice", groups=["idp-cache-admins", "Unknown group"])
+    auth_server.claims["tok-new-user"] = active("harry", groups=["idp-cache-admins"])
     client = Client()
     assert client.get("/api/cache", headers=bearer("tok-alice")).status_code == 200
     assert list(owner.groups.values_list("name", flat=True)) == ["Cache admins"]
     # A new user is created on first sight, but is not staff: the permission alone is not enough.
     assert client.get("/api/cache", headers=bearer("tok-new-user")).status_code == 403
     harry = User.objects.get(username="harry")
-    assert not harry.has_usable_password()
+    assert not harry.has_usable_password() and not harry.is_staff
     assert list(harry.groups.values_list("name", flat=True)) == ["Cache admins"]
 
 
@@ -210,6 +219,7 @@ def test_it_maps_the_token_to_a_user_and_groups_so_permissions_apply(auth_server
 def test_it_refuses_the_token_of_an_inactive_user(auth_server, member) -> None:
     member.is_active = False
     member.save()
+    link(member)
     auth_server.claims["tok-bob"] = active("bob")
     assert Client().get("/api/me", headers=bearer("tok-bob")).status_code == 401
 
@@ -217,6 +227,7 @@ def test_it_refuses_the_token_of_an_inactive_user(auth_server, member) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_it_accepts_bearer_tokens_on_pages_and_skips_csrf_for_them(auth_server, owner) -> None:
     owner.user_permissions.add(Permission.objects.get(codename="control_cache"))
+    link(owner)
     auth_server.claims["tok-alice"] = active("alice")
     client = Client(enforce_csrf_checks=True)
     assert client.get("/", headers=bearer("tok-alice")).status_code == 200
