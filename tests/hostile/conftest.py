@@ -3,6 +3,7 @@ bearer token for the staff user through a real introspection endpoint."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -90,13 +91,15 @@ def secret_objects(owner: User, db: None) -> dict[str, Any]:
     from reports.models import DataSource, Filter, QueryLog, Report
     from tests.reports.conftest import make_filter, make_panel, make_report
     from tpa import demo
-    from tpa.models import IngestionFile, PipelineRun, Tpa
+    from tpa.models import FieldMapping, IngestionFile, PipelineRun, Tpa
 
     report = make_report(owner, slug="secret-report", title=f"Report {SECRET}")
     make_filter(report, "status", Filter.Kind.CHOICE, options_sql=f"SELECT '{SECRET}', 'x'")
     panel = make_panel(report, f"SELECT '{SECRET}' AS secret", title=f"Panel {SECRET}")
     schema = demo.claims_schema()
     tpa = Tpa.objects.create(code="SECRET", name=f"Tpa {SECRET}", target_schema=schema)
+    # Master data lists mappings: this one's source column is the secret.
+    FieldMapping.objects.create(tpa=tpa, target_schema=schema, source_column=SECRET, target_column="CLAIM_ID")
     file = IngestionFile.objects.create(
         tpa=tpa,
         original_name=f"{SECRET}.csv",
@@ -165,3 +168,36 @@ def routes(samples: dict[str, Any]) -> list[Route]:
 
     walk(get_resolver().url_patterns, ())
     return found
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str  # the template, as the OpenAPI document has it: /api/tpa/tpas/{code}/files
+    has_object: bool
+
+    def __str__(self) -> str:
+        return f"{self.method.upper()} {self.path}"
+
+
+def api_operations() -> list[Operation]:
+    """Every operation of the API's own OpenAPI document (built without a request, so it can
+    parametrize tests at collection time); each URL is filled in by `fill`."""
+    from project.api import api
+
+    found = []
+    for path, operations in api.get_openapi_schema()["paths"].items():
+        for method, operation in operations.items():
+            names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            found.append(Operation(method, path, bool(names)))
+    return found
+
+
+def fill(operation: Operation, samples: dict[str, Any]) -> str:
+    """The operation's URL with each path parameter taken from `samples` (fails for a new one)."""
+    url = operation.path
+    for name in re.findall(r"{(\w+)}", operation.path):
+        if name not in samples:
+            raise AssertionError(f"{operation} takes {name!r}: add a sample for it to tests/hostile/conftest.py")
+        url = url.replace(f"{{{name}}}", str(samples[name]))
+    return url
