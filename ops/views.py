@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -25,10 +28,80 @@ from project.sources import SourceError, get_source, inflight, source_names
 @login_not_required
 @require_GET
 async def health(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers: 200 when the process serves; `?deep=1` also pings each source."""
+    """Liveness for load balancers: 200 when the process serves; `?deep=1` also pings each source.
+
+    Staff get a fresh round of pings. Anyone else (a load balancer has no login) gets the
+    last round, at most HEALTH_DEEP_MAX_AGE seconds old, made by one request while the others
+    wait for it: however often `/health?deep=1` is called, the sources are pinged at most once
+    per window per process."""
     if request.GET.get("deep") != "1":
         return JsonResponse({"status": "ok"})
+    user = await request.auser()
+    staff = bool(user.is_active and user.is_staff)
+    checked = await _deep_check(fresh=staff)
+    results = checked.results
+    healthy = all(result["ok"] for result in results.values())
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "sources": results,
+        "age": round(max(0.0, _now() - checked.at), 3),
+    }
+    return JsonResponse(body, status=200 if healthy else 503)
 
+
+@dataclass(frozen=True)
+class DeepCheck:
+    at: float
+    results: dict[str, dict[str, object]]
+
+
+# Per event loop (a future belongs to its loop): the last round of pings, or the one under way.
+_deep_checks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[DeepCheck]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _now() -> float:
+    # One clock for the health window (tests move it instead of sleeping).
+    return time.monotonic()
+
+
+async def _deep_check(*, fresh: bool) -> DeepCheck:
+    loop = asyncio.get_running_loop()
+    last = _deep_checks.get(loop)
+    if last is not None and not fresh:
+        if not last.done():
+            try:
+                return await asyncio.shield(last)
+            except asyncio.CancelledError:
+                if not last.cancelled():
+                    raise  # this request was cancelled, not the one pinging
+                # The request that was pinging went away: ping here instead.
+        elif _recent(last):
+            return last.result()
+    future: asyncio.Future[DeepCheck] = loop.create_future()
+    _deep_checks[loop] = future
+    try:
+        results = await _ping_sources()
+        checked = DeepCheck(_now(), results)  # its age counts from when the pings answered
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: waiters get it through shield
+        raise
+    future.set_result(checked)
+    return checked
+
+
+def _recent(done: asyncio.Future[DeepCheck]) -> bool:
+    if done.cancelled() or done.exception() is not None:
+        return False
+    return _now() - done.result().at <= settings.HEALTH_DEEP_MAX_AGE
+
+
+async def _ping_sources() -> dict[str, dict[str, object]]:
     async def check(name: str) -> dict[str, object]:
         try:
             return {"ok": True, "ms": round(await get_source(name).ping() * 1000, 1)}
@@ -36,9 +109,7 @@ async def health(request: HttpRequest) -> JsonResponse:
             return {"ok": False, "error": exc.message}
 
     names = source_names()
-    results = dict(zip(names, await asyncio.gather(*(check(name) for name in names)), strict=True))
-    healthy = all(result["ok"] for result in results.values())
-    return JsonResponse({"status": "ok" if healthy else "degraded", "sources": results}, status=200 if healthy else 503)
+    return dict(zip(names, await asyncio.gather(*(check(name) for name in names)), strict=True))
 
 
 @staff_required

@@ -464,6 +464,9 @@ RATE_LIMITS = {
     "token-introspection": rate("RATE_LIMIT_TOKEN_INTROSPECTION", "30/m"),
 }
 
+# /health?deep=1 without a staff login answers from the last round of pings, at most this old.
+HEALTH_DEEP_MAX_AGE = positive_float("HEALTH_DEEP_MAX_AGE", 5.0)
+
 # How often each process adds its cache hit/miss counts to the shared counters.
 CACHE_STATS_FLUSH_SECONDS = positive_float("CACHE_STATS_FLUSH_SECONDS", 5.0)
 
