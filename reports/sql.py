@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.errors import ParseError, SqlglotError, TokenError
 
 from project.sources import QueryError, placeholder_names
 from project.sources.base import PLACEHOLDER
@@ -69,15 +69,21 @@ def read_only_problems(sql: str, dialect: str) -> tuple[str, ...]:
     try:
         statements = [statement for statement in sqlglot.parse(for_parsing(sql), read=dialect) if statement]
     except TokenError as exc:
-        # An unterminated quote, identifier or dollar-quoted string: the tokenizer gives up.
+        # An unterminated quote, identifier, dollar-quoted string or comment: the tokenizer gives up.
         near = str(exc).removeprefix("Error tokenizing ").strip()
-        return (f"The SQL does not parse as {dialect}: a quote or string is not closed, near {near}.",)
+        return (f"The SQL does not parse as {dialect}: a quote, string or comment is not closed, near {near}.",)
+    except RecursionError:
+        return ("The SQL is nested too deeply to be checked; simplify it.",)
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f" (line {first.get('line')}, column {first.get('col')})" if first.get("line") else ""
         description = str(first.get("description") or exc).split(" but got ")[0].split(". Line ")[0]
         near = f" near “{first['highlight']}”" if first.get("highlight") else ""
         return (f"The SQL does not parse as {dialect}{where}: {description}{near}.",)
+    except SqlglotError as exc:  # anything else the parser can raise: a message, never a 500
+        return (
+            f"The SQL does not parse as {dialect}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",
+        )
     if len(statements) != 1:
         return (f"Write exactly one statement, not {len(statements)}.",)
     statement = statements[0]

@@ -129,7 +129,7 @@ def test_it_refuses_to_save_write_or_multi_statement_sql_in_any_field(shared: Re
         (ESCALATE, "Write exactly one statement, not 3."),
         ("WITH x AS (UPDATE auth_user SET is_staff = true RETURNING 1) SELECT 1, 1", "it contains UPDATE"),
         ("SELECT %(tpa)s, 1", "An options query takes no parameters: remove %(tpa)s."),
-        ("SELECT 'open, 1", "a quote or string is not closed"),
+        ("SELECT 'open, 1", "a quote, string or comment is not closed"),
     ]:
         options.options_sql = sql
         with pytest.raises(ValidationError) as options_error:

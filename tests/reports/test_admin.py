@@ -81,11 +81,20 @@ def test_it_lets_staff_browse_the_query_log(superuser_client, report):
     assert "1 query log" in html.lower() or "querylog" in html
 
 
-@pytest.mark.parametrize("sql", ["SELECT 'unterminated", 'SELECT "unterminated', "SELECT $$unterminated"])
-def test_it_explains_an_unterminated_quote_instead_of_failing(superuser_client, owner, sql):
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT 'unterminated", "a quote, string or comment is not closed"),
+        ('SELECT "unterminated', "a quote, string or comment is not closed"),
+        ("SELECT $$unterminated", "a quote, string or comment is not closed"),
+        ("SELECT 1 /* unterminated", "a quote, string or comment is not closed"),
+        ("SELECT " + "(" * 5000 + "1" + ")" * 5000, "nested too deeply to be checked"),
+    ],
+)
+def test_it_explains_sql_the_parser_gives_up_on_instead_of_failing(superuser_client, owner, sql, message):
     response = superuser_client.post("/admin/reports/report/add/", report_form(owner, sql))
     assert response.status_code == 200
-    assert "a quote or string is not closed" in response.content.decode()
+    assert message in response.content.decode()
     assert not Panel.objects.exists()
 
 
