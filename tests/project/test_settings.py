@@ -57,7 +57,13 @@ def test_it_refuses_a_database_url_that_is_not_postgres() -> None:
 
 def production(**overrides: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key not in ("DJANGO_DEBUG", "REPORTS_DATABASE_URL")}
-    env.update(DJANGO_SECRET_KEY="s" * 50, DATABASE_URL="postgresql://fanout:pw@db.internal/fanout", **overrides)
+    env.update(
+        DJANGO_SECRET_KEY="s" * 50,
+        DATABASE_URL="postgresql://fanout:pw@db.internal/fanout",
+        # production also requires Snowflake report queries under a read-only role
+        SNOWFLAKE_REPORT_ROLE="FANOUT_REPORTS",
+        **overrides,
+    )
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); print('started')"],
         env=env,

@@ -189,6 +189,8 @@ def test_it_refuses_to_start_in_production_without_a_sign_in_or_a_report_role() 
     assert "SNOWFLAKE_PASSWORD is set without SNOWFLAKE_ACCOUNT" in refusal(no_account)
     complete = load(
         debug=False,
+        # production also wants report queries on Postgres under a role of their own
+        REPORTS_DATABASE_URL="postgresql://fanout_reports@127.0.0.1:5432/reports",
         SNOWFLAKE_ACCOUNT="acme",
         SNOWFLAKE_USER="fanout",
         SNOWFLAKE_PASSWORD="secret",
