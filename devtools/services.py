@@ -204,8 +204,8 @@ def start_services(
             SNOWFLAKE_PASSWORD="snow",
         )
         print(f"snowflake emulator: http://127.0.0.1:{port}", flush=True)
-    if redis and not os.environ.get("REDIS_URL") and (port := start_redis(data_dir, stack, ports.get("redis"))):
-        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    if redis and not os.environ.get("REDIS_URL") and (redis_port := start_redis(data_dir, stack, ports.get("redis"))):
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         print(f"redis: {env['REDIS_URL']}", flush=True)
     os.environ.update(env)
     return env

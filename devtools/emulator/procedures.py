@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import snowflake.connector.errors
 from fakesnow.cursor import FakeSnowflakeCursor
-from snowflake.connector.cursor import DictCursor
+from snowflake.connector.cursor import DictCursor, SnowflakeCursor
 
 from devtools.emulator import stage, system_functions
 from devtools.emulator.running import QueryCancelled, RunningQuery
@@ -561,7 +561,9 @@ async def execute(query: RunningQuery, sql: str, params: list[Any], depth: int) 
         sql, rewritten = await system_functions.rewrite(sql, params, query, lambda p: p)
         params = rewritten or []
 
-    cur = query.conn.cursor(DictCursor)
+    # fakesnow compares the class with DictCursor but annotates the parameter as SnowflakeCursor,
+    # which DictCursor does not derive from in connector 4.x.
+    cur = query.conn.cursor(cast("type[SnowflakeCursor]", DictCursor))
     await query.run_in_thread(cur.execute, sql, binding_params=list(params), server=True)
     if first == "COPY":
         # SQLROWCOUNT after COPY INTO is the rows loaded, over all files

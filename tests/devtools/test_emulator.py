@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import snowflake.connector
 from snowflake.connector import SnowflakeConnection
+from snowflake.connector.cursor import SnowflakeCursor
 from snowflake.connector.errors import ProgrammingError
 
 from devtools.emulator import connection_kwargs, running_queries, serve_in_thread
@@ -78,13 +79,20 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
+def run(cursor: SnowflakeCursor, sql: str, params: Any = None) -> SnowflakeCursor:
+    """cursor.execute, which types its result as optional, for a statement that returns rows."""
+    result = cursor.execute(sql, params)
+    assert result is not None
+    return result
+
+
 # -- SYSTEM$WAIT and aborts -------------------------------------------------------------------
 
 
 def test_it_returns_the_wait_string_for_literal_and_bound_amounts(snowflake_conn: SnowflakeConnection) -> None:
     qmark = snowflake_conn.cursor()
-    assert qmark.execute("SELECT SYSTEM$WAIT(0.2) AS w, 1 AS x").fetchall() == [("waited 0.2 seconds", 1)]
-    assert qmark.execute("SELECT SYSTEM$WAIT(?, 'MILLISECONDS') AS w, ? AS x", (5, "a")).fetchall() == [
+    assert run(qmark, "SELECT SYSTEM$WAIT(0.2) AS w, 1 AS x").fetchall() == [("waited 0.2 seconds", 1)]
+    assert run(qmark, "SELECT SYSTEM$WAIT(?, 'MILLISECONDS') AS w, ? AS x", (5, "a")).fetchall() == [
         ("waited 5 milliseconds", "a")
     ]
 
@@ -92,7 +100,7 @@ def test_it_returns_the_wait_string_for_literal_and_bound_amounts(snowflake_conn
 def test_it_takes_a_numeric_bound_amount(emulator: dict[str, Any]) -> None:
     with closing(snowflake.connector.connect(**emulator, paramstyle="numeric")) as conn:
         cur = conn.cursor()
-        assert cur.execute("SELECT :2 AS x, SYSTEM$WAIT(:1) AS w", (0, "b")).fetchall() == [("b", "waited 0 seconds")]
+        assert run(cur, "SELECT :2 AS x, SYSTEM$WAIT(:1) AS w", (0, "b")).fetchall() == [("b", "waited 0 seconds")]
 
 
 def test_it_runs_concurrent_waits_at_the_same_time(emulator: dict[str, Any]) -> None:
@@ -111,8 +119,8 @@ def test_it_runs_concurrent_waits_at_the_same_time(emulator: dict[str, Any]) -> 
         # another session cancels them by requestId
         admin = connect(emulator, "WAITS").cursor()
         for query in running_queries():
-            (message,) = admin.execute("SELECT SYSTEM$CANCEL_QUERY(?)", (query.request_id,)).fetchone()
-            assert message == f"query [{query.request_id}] terminated."
+            answer = run(admin, "SELECT SYSTEM$CANCEL_QUERY(?)", (query.request_id,)).fetchall()
+            assert answer == [(f"query [{query.request_id}] terminated.",)]
         assert [outcome.result() for outcome in outcomes] == [604] * 8
     assert running_queries() == []
     for conn in [*connections, admin.connection]:
@@ -127,7 +135,7 @@ def test_it_aborts_a_wait_when_the_client_times_out(snowflake_conn: SnowflakeCon
         cur.execute("SELECT SYSTEM$WAIT(60) AS w", timeout=1)
     assert info.value.errno == 604
     assert running_queries() == []
-    assert cur.execute("SELECT 'next' AS n").fetchall() == [("next",)]
+    assert run(cur, "SELECT 'next' AS n").fetchall() == [("next",)]
 
 
 def test_it_interrupts_a_long_duckdb_query(snowflake_conn: SnowflakeConnection) -> None:
@@ -137,7 +145,7 @@ def test_it_interrupts_a_long_duckdb_query(snowflake_conn: SnowflakeConnection) 
         cur.execute("SELECT COUNT(*) FROM range(100000000) AS a, range(100000000) AS b", timeout=1)
     assert info.value.errno == 604
     assert running_queries() == []
-    assert cur.execute("SELECT 2 + 2 AS n").fetchall() == [(4,)]
+    assert run(cur, "SELECT 2 + 2 AS n").fetchall() == [(4,)]
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -150,15 +158,13 @@ def test_it_lists_only_the_files_under_a_path(snowflake_conn: SnowflakeConnectio
     put(snowflake_conn, "@uploads/acme/2025/", "jan.csv", b"id\n2\n")
     put(snowflake_conn, "@uploads/globex/", "feb.csv", b"id\n3\n")
 
-    rows = cur.execute("LIST @uploads/acme/").fetchall()
+    rows = run(cur, "LIST @uploads/acme/").fetchall()
     assert [d.name for d in cur.description] == ["name", "size", "md5", "last_modified"]
     assert [r[0] for r in rows] == ["uploads/acme/2024/jan.csv.gz", "uploads/acme/2025/jan.csv.gz"]
     assert all(r[1] > 0 and len(r[2]) == 32 and r[3].endswith("GMT") for r in rows)
-    assert [r[0] for r in cur.execute("LIST @uploads PATTERN = '.*2025.*'").fetchall()] == [
-        "uploads/acme/2025/jan.csv.gz"
-    ]
-    assert len(cur.execute("LIST @uploads").fetchall()) == 3
-    assert cur.execute("LIST @uploads/initech/").fetchall() == []
+    assert [r[0] for r in run(cur, "LIST @uploads PATTERN = '.*2025.*'").fetchall()] == ["uploads/acme/2025/jan.csv.gz"]
+    assert len(run(cur, "LIST @uploads").fetchall()) == 3
+    assert run(cur, "LIST @uploads/initech/").fetchall() == []
 
 
 def test_it_removes_a_file_or_everything_under_a_prefix(snowflake_conn: SnowflakeConnection) -> None:
@@ -167,10 +173,10 @@ def test_it_removes_a_file_or_everything_under_a_prefix(snowflake_conn: Snowflak
     for folder, name in [("a/", "1.csv"), ("a/", "2.csv"), ("b/", "3.csv")]:
         put(snowflake_conn, f"@uploads/{folder}", name, b"id\n1\n")
 
-    assert cur.execute("REMOVE @uploads/a/1.csv.gz").fetchall() == [("uploads/a/1.csv.gz", "removed")]
+    assert run(cur, "REMOVE @uploads/a/1.csv.gz").fetchall() == [("uploads/a/1.csv.gz", "removed")]
     assert [d.name for d in cur.description] == ["name", "result"]
-    assert cur.execute("RM @uploads/a/").fetchall() == [("uploads/a/2.csv.gz", "removed")]
-    assert [r[0] for r in cur.execute("LIST @uploads").fetchall()] == ["uploads/b/3.csv.gz"]
+    assert run(cur, "RM @uploads/a/").fetchall() == [("uploads/a/2.csv.gz", "removed")]
+    assert [r[0] for r in run(cur, "LIST @uploads").fetchall()] == ["uploads/b/3.csv.gz"]
 
 
 def test_it_loads_a_staged_file_once(snowflake_conn: SnowflakeConnection, tmp_path: Path) -> None:
@@ -182,12 +188,12 @@ def test_it_loads_a_staged_file_once(snowflake_conn: SnowflakeConnection, tmp_pa
     put(snowflake_conn, "@uploads/acme/", "more.csv", b"id,amount\n3,1.25\n")
 
     copy = "COPY INTO claims FROM @uploads/acme/ FILE_FORMAT=(TYPE=CSV SKIP_HEADER=1)"
-    assert {(r[0], r[1], r[3]) for r in cur.execute(copy).fetchall()} == {
+    assert {(r[0], r[1], r[3]) for r in run(cur, copy).fetchall()} == {
         ("uploads/acme/claims.csv.gz", "LOADED", 2),
         ("uploads/acme/more.csv.gz", "LOADED", 1),
     }
-    assert {r[1] for r in cur.execute(copy).fetchall()} == {"LOAD_SKIPPED"}
-    assert cur.execute("SELECT COUNT(*), SUM(amount) FROM claims").fetchone() == (3, 31.75)
+    assert {r[1] for r in run(cur, copy).fetchall()} == {"LOAD_SKIPPED"}
+    assert run(cur, "SELECT COUNT(*), SUM(amount) FROM claims").fetchone() == (3, 31.75)
 
 
 # -- procedures -------------------------------------------------------------------------------
@@ -199,12 +205,12 @@ def test_it_calls_a_procedure_with_bound_arguments(snowflake_conn: SnowflakeConn
     cur.execute("CREATE TABLE claims (id INT, amount NUMBER(10, 2))")
     cur.execute("CREATE TABLE load_log (tpa VARCHAR, row_count INT)")
     put(snowflake_conn, "@uploads/acme/", "claims.csv", b"id,amount\n1,10\n2,20\n3,30\n")
-    assert cur.execute(LOAD_PROCEDURE).fetchall() == [("Function LOAD_CLAIMS successfully created.",)]
+    assert run(cur, LOAD_PROCEDURE).fetchall() == [("Function LOAD_CLAIMS successfully created.",)]
 
-    (result,) = cur.execute("CALL load_claims(?, ?)", ("acme/", "ACME")).fetchone()
+    [(result,)] = run(cur, "CALL load_claims(?, ?)", ("acme/", "ACME")).fetchall()
     assert [d.name for d in cur.description] == ["LOAD_CLAIMS"]
     assert json.loads(result) == {"loaded": 3, "total": 3, "tpa": "ACME"}
-    assert cur.execute("SELECT tpa, row_count FROM load_log").fetchall() == [("ACME", 3)]
+    assert run(cur, "SELECT tpa, row_count FROM load_log").fetchall() == [("ACME", 3)]
 
 
 def test_it_keeps_the_statements_before_a_failing_one(snowflake_conn: SnowflakeConnection) -> None:
@@ -222,7 +228,7 @@ def test_it_keeps_the_statements_before_a_failing_one(snowflake_conn: SnowflakeC
     with pytest.raises(ProgrammingError, match=r"on line 4 .*(?i:no_such_table)") as info:
         cur.execute("CALL half_done()")
     assert info.value.errno == 2003
-    assert cur.execute("SELECT * FROM load_log").fetchall() == [("first", 1)]
+    assert run(cur, "SELECT * FROM load_log").fetchall() == [("first", 1)]
 
 
 def test_it_names_the_unsupported_construct(snowflake_conn: SnowflakeConnection) -> None:
@@ -293,9 +299,9 @@ def test_it_keeps_tables_stages_and_procedures_across_a_restart(tmp_path: Path) 
     try:
         with closing(second.connect()) as conn:
             cur = conn.cursor()
-            assert cur.execute("SELECT id FROM claims ORDER BY id").fetchall() == [(1,), (2,)]
-            assert [r[0] for r in cur.execute("LIST @uploads").fetchall()] == ["uploads/acme/claims.csv.gz"]
-            assert cur.execute("CALL claim_count(?)", (10,)).fetchall() == [(12,)]
+            assert run(cur, "SELECT id FROM claims ORDER BY id").fetchall() == [(1,), (2,)]
+            assert [r[0] for r in run(cur, "LIST @uploads").fetchall()] == ["uploads/acme/claims.csv.gz"]
+            assert run(cur, "CALL claim_count(?)", (10,)).fetchall() == [(12,)]
     finally:
         assert second.stop() == 0
 
