@@ -312,8 +312,10 @@ if redis_url := env.str("REDIS_URL", default=""):
             "LOCATION": redis_url,
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": positive_float("REDIS_CONNECT_TIMEOUT", 1.0),
-                "SOCKET_TIMEOUT": positive_float("REDIS_TIMEOUT", 1.0),
+                # Short: a cache that does not answer within this is treated as down
+                # (project.cache.backend), so a black-holed Redis costs a page one timeout.
+                "SOCKET_CONNECT_TIMEOUT": positive_float("REDIS_CONNECT_TIMEOUT", 0.2),
+                "SOCKET_TIMEOUT": positive_float("REDIS_TIMEOUT", 0.2),
                 # A cache outage degrades to a miss instead of failing the page.
                 "IGNORE_EXCEPTIONS": True,
             },
@@ -469,6 +471,8 @@ HEALTH_DEEP_MAX_AGE = positive_float("HEALTH_DEEP_MAX_AGE", 5.0)
 
 # How often each process adds its cache hit/miss counts to the shared counters.
 CACHE_STATS_FLUSH_SECONDS = positive_float("CACHE_STATS_FLUSH_SECONDS", 5.0)
+# After a failed cache call, how long the cache counts as down before one call tries it again.
+CACHE_BREAKER_SECONDS = positive_float("CACHE_BREAKER_SECONDS", 5.0)
 
 # Pages accept a bearer token too (the API checks it itself as well).
 MIDDLEWARE.insert(

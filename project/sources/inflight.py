@@ -27,6 +27,8 @@ from typing import Any
 
 from django.core.cache import cache
 
+from project.cache import backend
+
 logger = logging.getLogger(__name__)
 
 _label: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("fanout_query_label", default=("", ""))
@@ -117,11 +119,11 @@ async def _publish_while_running() -> None:
         snapshot = [asdict(running) for running in list(LOCAL.values())]
         try:
             if snapshot:
-                await cache.aset(key, snapshot, int(PUBLISH_EVERY * 3) + 1)
+                await backend.acall("set", key, snapshot, int(PUBLISH_EVERY * 3) + 1)
             else:
-                await cache.adelete(key)
-        except Exception:  # listing is best effort; the queries must not suffer
-            logger.warning("could not publish the queries in flight", exc_info=True)
+                await backend.acall("delete", key)
+        except backend.CacheUnavailable:  # listing is best effort; the queries must not suffer
+            logger.warning("could not publish the queries in flight: the cache is unavailable")
         if not snapshot:
             return
 
@@ -129,19 +131,23 @@ async def _publish_while_running() -> None:
 def _shared_keys() -> list[str] | None:
     """Every published key, or None when the cache cannot list keys (LocMem is per process anyway)."""
     if hasattr(cache, "iter_keys"):
-        return [key for key in cache.iter_keys(PREFIX + "*")]
+        return list(backend.call("iter_keys", PREFIX + "*"))
     return None
 
 
 def running_now() -> list[Running]:
     """The calls running now, in every process that shares the cache, oldest first."""
     found = dict(LOCAL)
-    if keys := _shared_keys():
-        for snapshot in cache.get_many(keys).values():
-            for value in snapshot:
-                # This process's own list is LOCAL; its published copy may be half a second old.
-                if value["process"] != os.getpid():
-                    found.setdefault(value["id"], Running(**value))
+    try:
+        keys = _shared_keys()
+        shared = backend.call("get_many", keys).values() if keys else []
+    except backend.CacheUnavailable:
+        shared = []  # other processes' calls are not visible while the cache is down
+    for snapshot in shared:
+        for value in snapshot:
+            # This process's own list is LOCAL; its published copy may be half a second old.
+            if value["process"] != os.getpid():
+                found.setdefault(value["id"], Running(**value))
     return sorted(found.values(), key=lambda running: running.started_at)
 
 

@@ -115,3 +115,31 @@ async def test_it_lets_waiters_load_when_the_first_loader_is_cancelled() -> None
     await asyncio.sleep(0)  # the waiter now shares the first load
     first.cancel()  # the first browser tab closed
     assert (await waiter).value == "loaded by the waiter"
+
+
+async def test_it_never_returns_a_value_loaded_before_an_invalidation_to_a_read_that_starts_after_it() -> None:
+    loading_old = asyncio.Event()
+    release_old = asyncio.Event()
+
+    async def old_mappings() -> str:
+        loading_old.set()
+        await release_old.wait()  # still reading the old mappings when they are saved
+        return "old mappings"
+
+    async def new_mappings() -> str:
+        return "new mappings"
+
+    before = asyncio.ensure_future(cache.load("master-data", "ACME", old_mappings))
+    await loading_old.wait()
+    await cache.ainvalidate("master-data")  # the mappings were saved
+    after = asyncio.ensure_future(cache.load("master-data", "ACME", new_mappings))
+    await asyncio.sleep(0.05)  # give the later read every chance to join the earlier load
+    release_old.set()
+    assert (await before).value == "old mappings"  # started before the save: either is fine
+    assert (await after).value == "new mappings"
+
+    # And what the earlier load stored under the old generation is never served.
+    async def reload() -> str:
+        return "reloaded"
+
+    assert (await cache.load("master-data", "ACME", reload)).value in {"new mappings", "reloaded"}
