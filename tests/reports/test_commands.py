@@ -96,7 +96,7 @@ def test_it_runs_every_async_command_many_times_in_one_process(report, caplog) -
     make_filter(report, "n", "number", default="1")
     make_panel(report, "SELECT %(n)s::int + 1 AS next", title="Next")
     make_panel(report, "SELECT * FROM no_such_table", title="Broken")
-    before = backends()
+    warm = 0
 
     def run_report() -> str:
         out = StringIO()
@@ -119,8 +119,11 @@ def test_it_runs_every_async_command_many_times_in_one_process(report, caplog) -
         assert "42" in text and 'relation "no_such_table" does not exist' in text
         assert "warmed" in call_with_deadline(cache_warm, DEADLINE, f"cache_warm #{iteration}")
         assert " ok " in call_with_deadline(check_sources, DEADLINE, f"check_sources #{iteration}")
-    # Each call's loop took its pool's connections with it.
-    assert backends() <= before
+        if iteration == 0:
+            warm = backends()  # Django's own pool has what these commands need now
+    # Each call's loop took its pool's connections with it (before the fix: one more per
+    # call, until Postgres refused clients); the slack is Django's pool growing once more.
+    assert backends() <= warm + 2
 
 
 def test_it_runs_the_demo_activity_report_as_the_read_only_role(owner):
