@@ -78,7 +78,11 @@ class FanoutAdminSite(admin.AdminSite):
             raise Http404("No such cache or action.")
         user = await request.auser()
         if action == "invalidate":
-            generation = await cache.ainvalidate(namespace)
+            try:
+                generation = await cache.ainvalidate(namespace)
+            except cache.CacheUnavailable as exc:
+                messages.error(request, f"Could not invalidate {namespace}: {exc}. Nothing changed; try again.")
+                return HttpResponseRedirect(reverse("admin:caches", current_app=self.name))
             message = f"Invalidated {namespace}: every process reloads it on its next read (generation {generation})."
         else:
             try:
@@ -96,7 +100,11 @@ class FanoutAdminSite(admin.AdminSite):
         return HttpResponseRedirect(reverse("admin:caches", current_app=self.name))
 
     async def flush_caches(self, request: HttpRequest) -> HttpResponse:
-        deleted = await sync_to_async(cache.flush_all, thread_sensitive=False)()
+        try:
+            deleted = await sync_to_async(cache.flush_all, thread_sensitive=False)()
+        except cache.CacheUnavailable as exc:
+            messages.error(request, f"Could not flush the caches: {exc}. Try again once the cache answers.")
+            return HttpResponseRedirect(reverse("admin:caches", current_app=self.name))
         message = f"Flushed every cache namespace ({deleted} entries deleted); every process reloads on its next read."
         await CacheControl.arecord(await request.auser(), "all", message, destructive=True)
         messages.success(request, message)

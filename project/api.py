@@ -96,6 +96,11 @@ def authentication_error(request: HttpRequest, exc: AuthenticationError) -> Http
     return response
 
 
+@api.exception_handler(cache.CacheUnavailable)
+def cache_unavailable(request: HttpRequest, exc: cache.CacheUnavailable) -> HttpResponse:
+    return api.create_response(request, {"detail": f"{exc}. Nothing changed; try again."}, status=503)
+
+
 @api.exception_handler(AuthServerUnavailable)
 def auth_server_unavailable(request: HttpRequest, exc: AuthServerUnavailable) -> HttpResponse:
     return api.create_response(request, {"detail": exc.message}, status=exc.http_status)

@@ -115,8 +115,12 @@ class ReportAdmin(admin.ModelAdmin):
 
     @admin.action(description="Clear cached panel results and filter options (every report)")
     def clear_cached_results(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
-        cache.invalidate("panel-results")
-        cache.invalidate("filter-options")
+        try:
+            cache.invalidate("panel-results")
+            cache.invalidate("filter-options")
+        except cache.CacheUnavailable as exc:
+            self.message_user(request, f"Could not clear cached results: {exc}. Try again.", messages.ERROR)
+            return
         self.message_user(request, "Cached panel results and filter options cleared.", messages.SUCCESS)
 
 

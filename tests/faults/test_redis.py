@@ -6,7 +6,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import Client
 
@@ -153,3 +154,30 @@ def test_it_serves_a_report_on_a_black_holed_redis_and_stops_asking_it(
     # The first call that timed out opened the breaker: the other panels' reads, lock and
     # writes never went to the server (about six calls each before).
     assert on_black_hole.requests <= 2, on_black_hole.requests
+
+
+@pytest.fixture
+def redis_admin(on_redis: Redis, owner: User) -> Client:
+    """Staff with the cache control permission, signed in before Redis goes away (sessions are in Postgres)."""
+    owner.user_permissions.add(Permission.objects.get(codename="control_cache"))
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+def test_it_tells_staff_that_an_invalidation_did_not_happen_while_redis_is_down(
+    on_redis: Redis, redis_admin: Client
+) -> None:
+    generation = cache.generation("tpa-list")
+    on_redis.stop()
+    page = redis_admin.post("/admin/caches/tpa-list/invalidate/", follow=True)
+    assert page.status_code == 200
+    assert "Could not invalidate tpa-list: the cache is unavailable" in page.content.decode()
+    answer = redis_admin.post("/api/cache/tpa-list/invalidate")
+    assert answer.status_code == 503
+    assert answer.json()["detail"].startswith("the cache is unavailable")
+    with pytest.raises(CommandError, match="tpa-list: the cache is unavailable"):
+        call_command("cache_clear", "tpa-list", "--yes")
+    on_redis.start()
+    cache.BREAKER.reset()
+    assert cache.generation("tpa-list") == generation  # nothing was half done

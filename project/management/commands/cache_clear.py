@@ -28,7 +28,10 @@ class Command(BaseCommand):
             if answer.strip().lower() != "yes":
                 raise CommandError("cancelled; nothing was cleared")
         for name in wanted:
-            deleted = cache.clear(name)
+            try:
+                deleted = cache.clear(name)
+            except cache.CacheUnavailable as exc:
+                raise CommandError(f"{name}: {exc}; nothing more was cleared") from None
             self.stdout.write(
                 f"{name}: "
                 + self.style.SUCCESS("cleared")
