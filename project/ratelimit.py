@@ -33,6 +33,9 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from project.cache import backend
+from project.cache.backend import CacheUnavailable
+
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 UNIT_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 
@@ -105,13 +108,17 @@ def hit(name: str, who: str) -> None:
     now = time.time()
     window = int(now // limit.period)
     key = _key(name, who, window)
-    cache.add(key, 0, limit.period + 1)
     try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr: a new window
-        cache.set(key, 1, limit.period + 1)
-        count = 1
-    if count is not None and count > limit.count:  # None: the cache is down, let it through
+        # Through the cache's breaker: a cache that is down costs one short timeout, then nothing.
+        backend.call("add", key, 0, limit.period + 1)
+        try:
+            count = backend.call("incr", key)
+        except ValueError:  # expired between add and incr: a new window
+            backend.call("set", key, 1, limit.period + 1)
+            count = 1
+    except CacheUnavailable:
+        return  # a limit must not become an outage: let the request through
+    if count > limit.count:
         raise RateLimited(name, limit, max(1, math.ceil((window + 1) * limit.period - now)))
 
 
@@ -139,6 +146,8 @@ def check(request: HttpRequest, name: str) -> None:
 async def acheck(request: HttpRequest, name: str) -> None:
     """Count this request against `name`; raise RateLimited past it (async views, ninja)."""
     who = identity(await _auser(request), request)
+    if backend.BREAKER.skipping():
+        return  # the cache is down: no thread hop for a count that cannot be kept
     await sync_to_async(hit, thread_sensitive=False)(name, who)
 
 
