@@ -1,21 +1,23 @@
-"""Report pages: the list, the report layout, one panel's fragment, the streamed report, exports."""
+"""Report pages: the list, the report page (streamed), one panel's fragment, the panel stream, exports."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.http.response import HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from project.ratelimit import ratelimit, wants_fresh
 from reports import exports
 from reports.models import QueryLog, Report
+from reports.runner import PanelRun
 from reports.services import InvalidFilters, Prepared, open_report, run_panels, stream_panels
 from reports.templatetags.reports import panel_context
 
@@ -33,11 +35,80 @@ async def report_list(request: HttpRequest) -> HttpResponse:
     return render(request, "reports/list.html", {"reports": reports})
 
 
+# Where the finished panels go in the page: the layout before it is sent at once.
+ARRIVALS = mark_safe("<!-- panels arrive here as their queries finish -->")
+
+
 @require_GET
-async def report_page(request: HttpRequest, slug: str) -> HttpResponse:
-    prepared = await open_report(await request.auser(), slug, request.GET, check=False)
-    status = 200 if prepared.state.is_valid else 400
-    return render(request, "reports/report.html", {"prepared": prepared, "report": prepared.report}, status=status)
+@ratelimit("report-run")
+async def report_page(request: HttpRequest, slug: str) -> HttpResponseBase:
+    """The layout at once, then each panel in the same response as its query finishes
+    (out-of-order: the page's script moves each into its slot)."""
+    user = await request.auser()
+    prepared = await open_report(user, slug, request.GET, check=False)
+    context = {"prepared": prepared, "report": prepared.report}
+    if not (prepared.state.is_valid and prepared.panels):
+        status = 200 if prepared.state.is_valid else 400
+        return render(request, "reports/report.html", context, status=status)
+    # The queries start now, while the layout renders and travels (bench: 40 ms of 16 panels).
+    runs = Started(stream_panels(prepared, user, trigger=QueryLog.Trigger.PAGE))
+    try:
+        # Rendered here, not in the iterator: the session, messages and CSRF cookie the
+        # layout uses must be settled before the middleware sees the response.
+        page = render_to_string("reports/report.html", {**context, "arrivals": ARRIVALS}, request)
+    except BaseException:
+        runs.cancel()
+        raise
+    head, tail = page.split(ARRIVALS)
+    return _streaming(_page_chunks(head, tail, prepared, runs), "text/html; charset=utf-8")
+
+
+async def _page_chunks(head: str, tail: str, prepared: Prepared, runs: Started[PanelRun]) -> AsyncIterator[bytes]:
+    panels = {panel.pk: panel for panel in prepared.panels}
+    try:
+        yield head.encode()
+        async for run in runs:
+            context = panel_context(prepared.report, panels[run.panel_id], run, prepared.state)
+            yield render_to_string("reports/report.html#arrival", context).encode()
+        yield tail.encode()
+    finally:
+        runs.cancel()  # the browser went away: the queries still running stop
+
+
+class Started[T]:
+    """An async iterator run from now on in a task of its own, its items kept for the reader:
+    the work starts before the reader is ready for it. `cancel()` stops it."""
+
+    def __init__(self, iterator: AsyncIterator[T]) -> None:
+        self._items: asyncio.Queue[tuple[T] | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(iterator))
+
+    async def _pump(self, iterator: AsyncIterator[T]) -> None:
+        try:
+            async for item in iterator:
+                self._items.put_nowait((item,))
+        finally:
+            self._items.put_nowait(None)
+
+    def __aiter__(self) -> Started[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._items.get()
+        if item is None:
+            await self._task  # the iterator's own error, if it failed
+            raise StopAsyncIteration
+        return item[0]
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+def _streaming(chunks: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each part on at once
+    return response
 
 
 def _filter_errors(request: HttpRequest, errors: InvalidFilters) -> HttpResponse:
@@ -69,11 +140,7 @@ async def report_stream(request: HttpRequest, slug: str) -> HttpResponseBase:
         prepared = await open_report(user, slug, request.GET)
     except InvalidFilters as errors:
         return _filter_errors(request, errors)
-    lines = _stream_lines(prepared, user, fresh=wants_fresh(request))
-    response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
-    response["Cache-Control"] = "no-store"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass each line on at once
-    return response
+    return _streaming(_stream_lines(prepared, user, fresh=wants_fresh(request)), "application/x-ndjson")
 
 
 async def _stream_lines(prepared: Prepared, user: Any, *, fresh: bool) -> AsyncIterator[bytes]:

@@ -1,5 +1,7 @@
-// Report page: every panel loads through its own request at once (or, above six panels,
-// through one streamed response), shows a live elapsed time, and refreshes on its own.
+// Report page. The page's own response brings every panel: the layout first, then each
+// panel's result as its query finishes, appended after the layout ([data-arrival]); this
+// script (loaded before those arrive) moves each into its slot. Refresh, a filter change
+// and a single panel's reload go through the panel stream or a panel's own fragment.
 // No inline scripts (CSP): data comes from data-attributes and json_script blocks.
 (function () {
   "use strict";
@@ -14,6 +16,7 @@
       body: element.querySelector("[data-body]"),
       status: element.querySelector("[data-status]"),
       url: element.dataset.url,
+      awaiting: false, // its result is still to come in the page's own response
       controller: null,
       timer: null,
       chart: null,
@@ -24,33 +27,48 @@
     return (ms / 1000).toFixed(1) + " s";
   }
 
-  function startLoading(panel) {
+  function startLoading(panel, started) {
     if (panel.controller) panel.controller.abort();
     if (panel.timer) clearInterval(panel.timer);
-    const started = performance.now();
+    panel.awaiting = false;
     panel.element.classList.add("loading");
     panel.element.classList.remove("done", "failed");
     panel.element.setAttribute("aria-busy", "true");
-    panel.status.textContent = "Running… 0.0 s";
+    panel.status.textContent = "Running… " + seconds(performance.now() - started);
     panel.timer = setInterval(function () {
       panel.status.textContent = "Running… " + seconds(performance.now() - started);
     }, 100);
   }
 
-  function show(panel, html, ok) {
+  function clear(panel) {
     if (panel.timer) clearInterval(panel.timer);
     panel.timer = null;
     panel.controller = null;
+    panel.awaiting = false;
     if (panel.chart) {
       panel.chart.destroy();
       panel.chart = null;
     }
-    panel.body.innerHTML = html;
+  }
+
+  function finish(panel, ok) {
     panel.status.textContent = "";
     panel.element.classList.remove("loading");
     panel.element.classList.add(ok ? "done" : "failed");
     panel.element.removeAttribute("aria-busy");
     drawChart(panel);
+  }
+
+  function show(panel, html, ok) {
+    clear(panel);
+    panel.body.innerHTML = html;
+    finish(panel, ok);
+  }
+
+  function place(panel, result) {
+    clear(panel);
+    panel.body.replaceChildren(result);
+    finish(panel, !result.classList.contains("failed"));
   }
 
   function showError(panel, message) {
@@ -65,7 +83,7 @@
   function drawChart(panel) {
     const canvas = panel.body.querySelector("canvas[data-chart]");
     const data = panel.body.querySelector('script[type="application/json"]');
-    if (!canvas || !data || typeof window.Chart === "undefined") return;
+    if (!canvas || !data || panel.chart || typeof window.Chart === "undefined") return;
     const chart = JSON.parse(data.textContent);
     const kind = canvas.dataset.chart === "line" ? "line" : "bar";
     panel.chart = new window.Chart(canvas, {
@@ -87,12 +105,20 @@
     });
   }
 
+  // The chart library loads without holding up the page: charts that arrived first are drawn once it is there.
+  const library = document.querySelector("script[data-chart-library]");
+  if (library && typeof window.Chart === "undefined") {
+    library.addEventListener("load", function () {
+      for (const panel of panels.values()) drawChart(panel);
+    });
+  }
+
   function withFresh(url) {
     return url + (url.indexOf("?") === -1 ? "?" : "&") + "fresh=1";
   }
 
   async function load(panel, fresh) {
-    startLoading(panel);
+    startLoading(panel, performance.now());
     const controller = new AbortController();
     panel.controller = controller;
     try {
@@ -112,7 +138,8 @@
 
   // One response, one JSON line per panel as its query finishes.
   async function loadStreamed(url, fresh) {
-    for (const panel of panels.values()) startLoading(panel);
+    const started = performance.now();
+    for (const panel of panels.values()) startLoading(panel, started);
     const controller = new AbortController();
     for (const panel of panels.values()) panel.controller = controller;
     const pending = new Set(panels.keys());
@@ -122,6 +149,11 @@
         credentials: "same-origin",
         signal: controller.signal,
       });
+      if (response.status === 400) {
+        // The filter values do not check out: the page itself shows which and why.
+        window.location.assign(window.location.href);
+        return;
+      }
       if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
       report.dataset.streaming = "true";
       const reader = response.body.getReader();
@@ -137,7 +169,7 @@
           if (!line) continue;
           const item = JSON.parse(line);
           const panel = panels.get(String(item.panel));
-          if (panel) {
+          if (panel && panel.controller === controller) {
             pending.delete(String(item.panel));
             show(panel, item.html, item.status < 400);
           }
@@ -148,7 +180,10 @@
       if (error.name === "AbortError") return;
     }
     // Anything the stream did not deliver (it broke off) loads on its own.
-    for (const id of pending) load(panels.get(id), fresh);
+    for (const id of pending) {
+      const panel = panels.get(id);
+      if (panel.controller === controller) load(panel, fresh);
+    }
   }
 
   function loadAll(fresh) {
@@ -157,6 +192,61 @@
     } else {
       for (const panel of panels.values()) load(panel, fresh);
     }
+  }
+
+  // A panel is complete once its end marker has been parsed; a refresh since then wins.
+  function takeArrivals() {
+    for (const end of report.querySelectorAll("[data-arrival-end]")) {
+      const arrival = end.parentElement;
+      const panel = panels.get(arrival.dataset.arrival);
+      const result = arrival.querySelector(".panel-result");
+      if (panel && panel.awaiting && result) place(panel, result);
+      arrival.remove();
+    }
+  }
+
+  if (report.hasAttribute("data-arrivals")) {
+    for (const panel of panels.values()) {
+      startLoading(panel, 0); // since navigation started
+      panel.awaiting = true;
+    }
+    const arrivals = new MutationObserver(takeArrivals);
+    arrivals.observe(report, { childList: true, subtree: true });
+    document.addEventListener("DOMContentLoaded", function () {
+      arrivals.disconnect();
+      takeArrivals();
+      // The response broke off before these panels: each loads on its own.
+      for (const panel of panels.values()) if (panel.awaiting) load(panel, false);
+    });
+  }
+
+  function withoutQuery(url) {
+    const at = url.indexOf("?");
+    return at === -1 ? url : url.slice(0, at);
+  }
+
+  // A filter change reruns the panels in place; the address keeps the filters, so it can be shared.
+  const form = report.querySelector("[data-filter-form]");
+  if (form && report.dataset.streamUrl) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      const query = new URLSearchParams(new FormData(form)).toString();
+      const suffix = query ? "?" + query : "";
+      window.history.pushState(null, "", withoutQuery(form.getAttribute("action")) + suffix);
+      report.dataset.streamUrl = withoutQuery(report.dataset.streamUrl) + suffix;
+      for (const panel of panels.values()) {
+        panel.url = withoutQuery(panel.url) + suffix;
+        panel.element.dataset.url = panel.url;
+        for (const link of panel.element.querySelectorAll(".panel-tools a[href]")) {
+          link.setAttribute("href", withoutQuery(link.getAttribute("href")) + suffix);
+        }
+      }
+      loadStreamed(report.dataset.streamUrl, false);
+    });
+    // Back and forward: the page for that address, with its filters in the form.
+    window.addEventListener("popstate", function () {
+      window.location.reload();
+    });
   }
 
   report.addEventListener("click", function (event) {
@@ -173,7 +263,4 @@
   window.addEventListener("pagehide", function () {
     for (const panel of panels.values()) if (panel.controller) panel.controller.abort();
   });
-
-  // A filter bar with errors leaves the panels waiting for valid values.
-  if (!report.querySelector(".filter.invalid")) loadAll(false);
 })();

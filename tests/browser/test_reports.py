@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from playwright.sync_api import expect
 
 from tests.reports.conftest import make_filter, make_panel, make_report
@@ -12,38 +13,60 @@ def open_report(page, server_url: str, slug: str, query: str = "") -> None:
     page.goto(f"{server_url}/reports/{slug}/{query}")
 
 
-def test_it_renders_every_panel_of_an_eight_panel_report_over_one_stream(signed_in_page, server_url, owner, analysts):
-    report = make_report(owner, groups=[analysts], slug="eight")
-    for i in range(4):
+def test_it_shows_every_panel_of_a_sixteen_panel_report_from_the_pages_own_response(
+    signed_in_page, server_url, owner, analysts
+):
+    report = make_report(owner, groups=[analysts], slug="sixteen")
+    for i in range(8):
         make_panel(report, f"SELECT pg_sleep(0.3), {i} AS n", title=f"Postgres {i}")
         make_panel(report, f"SELECT SYSTEM$WAIT(0.3) AS W, {i} AS N", source="snowflake", title=f"Snowflake {i}")
     page = signed_in_page
-    streams: list[str] = []
-    page.on("request", lambda request: streams.append(request.url) if "/stream/" in request.url else None)
-    open_report(page, server_url, "eight")
-    expect(page.locator(".panel.done")).to_have_count(8, timeout=20_000)
-    assert page.locator("[data-report]").get_attribute("data-streaming") == "true"
-    assert streams == [f"{server_url}/reports/eight/stream/"]
-    assert page.locator(".panel table.data").count() == 8
+    requests: list[str] = []
+    page.on(
+        "request",
+        lambda request: requests.append(request.url) if request.resource_type in {"document", "fetch"} else None,
+    )
+    open_report(page, server_url, "sixteen")
+    expect(page.locator(".panel.done")).to_have_count(16, timeout=20_000)
+    # Each result sits in its own slot, in the layout's order; nothing is left below the panels.
+    for i in range(8):
+        panel = page.locator(".panel", has=page.locator("h2", has_text=f"Postgres {i}"))
+        assert panel.locator("td").nth(1).inner_text() == str(i)
+    assert page.locator("[data-arrival]").count() == 0
+    assert page.locator(".panel table.data").count() == 16
+    assert requests == [f"{server_url}/reports/sixteen/"]  # no request of its own per panel, no second stream
     assert not page.errors
 
 
-def test_it_fetches_a_small_reports_panels_in_parallel(signed_in_page, server_url, owner, analysts):
-    report = make_report(owner, groups=[analysts], slug="four")
-    for i in range(4):
-        make_panel(report, f"SELECT pg_sleep(1), {i} AS n", title=f"Panel {i}")
-    page = signed_in_page
-    started: list[str] = []
-    finished: list[str] = []
-    order: list[tuple[str, str]] = []
-    page.on("request", lambda r: order.append(("start", r.url)) if "/panels/" in r.url else None)
-    page.on("requestfinished", lambda r: order.append(("end", r.url)) if "/panels/" in r.url else None)
-    open_report(page, server_url, "four")
-    expect(page.locator(".panel.done")).to_have_count(4, timeout=20_000)
-    # Every panel's request was under way before the first one came back.
-    kinds = [kind for kind, _ in order]
-    assert kinds[:4] == ["start"] * 4 and kinds.count("end") == 4, order
-    del started, finished
+def test_it_shows_every_panel_without_javascript_in_the_order_they_finished(
+    browser, server_url, member, owner, analysts
+):
+    from django.test import Client
+
+    report = make_report(owner, groups=[analysts], slug="nojs")
+    make_panel(report, "SELECT pg_advisory_xact_lock_shared(4243) IS NULL AS slow", title="Slow")
+    make_panel(report, "SELECT 'fine' AS result", title="Fine")
+    make_panel(report, "SELECT 1 / 0", title="Broken")
+    client = Client()
+    client.force_login(member)
+    context = browser.new_context(java_script_enabled=False)
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": server_url}])
+    page = context.new_page()
+    with connection.cursor() as cursor:
+        # "Slow" waits for this lock, so it finishes last whatever the machine's speed.
+        cursor.execute("SELECT pg_advisory_lock(4243)")
+        page.goto(f"{server_url}/reports/nojs/", wait_until="commit")
+        expect(page.locator("[data-arrival]")).to_have_count(2, timeout=20_000)
+        cursor.execute("SELECT pg_advisory_unlock(4243)")
+    expect(page.locator("[data-arrival]")).to_have_count(3, timeout=20_000)
+    arrivals = page.locator("[data-arrival]")
+    assert sorted(arrivals.nth(i).locator("h2").inner_text() for i in range(2)) == ["Broken", "Fine"]
+    assert arrivals.nth(2).locator("h2").inner_text() == "Slow"
+    assert (
+        "fine" in page.locator("[data-arrival]", has=page.locator("h2", has_text="Fine")).locator("table").inner_text()
+    )
+    assert "division by zero" in page.locator("[data-arrival]", has=page.locator("h2", has_text="Broken")).inner_text()
+    context.close()
 
 
 def test_it_shows_a_slow_panels_timeout_while_the_others_render(signed_in_page, server_url, owner, analysts):
@@ -71,6 +94,7 @@ def test_it_changes_a_filter_and_keeps_it_in_the_url(signed_in_page, server_url,
     open_report(page, server_url, "filtered")
     expect(page.locator(".panel.done")).to_have_count(2, timeout=20_000)
     assert "nobody" in page.locator(".panel", has=page.locator("h2", has_text="Who")).inner_text()
+    page.evaluate("window.__sameDocument = true")
     page.fill("input[name=who]", "Ada Lovelace")
     page.click("button[type=submit]:has-text('Apply')")
     page.wait_for_url("**/reports/filtered/?who=Ada+Lovelace")
@@ -79,6 +103,14 @@ def test_it_changes_a_filter_and_keeps_it_in_the_url(signed_in_page, server_url,
     assert (
         "12" in page.locator(".panel", has=page.locator("h2", has_text="Letters")).locator(".big-number").inner_text()
     )
+    assert page.evaluate("window.__sameDocument") is True  # the panels changed, the page did not reload
+    export = page.locator(".panel", has=page.locator("h2", has_text="Who")).locator("a", has_text="CSV")
+    assert export.get_attribute("href").endswith("/export.csv?who=Ada+Lovelace")
+    page.go_back()
+    page.wait_for_url("**/reports/filtered/")
+    expect(page.locator(".panel.done")).to_have_count(2, timeout=20_000)
+    assert "nobody" in page.locator(".panel", has=page.locator("h2", has_text="Who")).inner_text()
+    assert not page.errors
 
 
 def test_it_refreshes_one_panel_without_reloading_the_others(signed_in_page, server_url, owner, analysts):

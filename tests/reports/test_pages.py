@@ -1,34 +1,60 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
 import pytest
 
-from reports.models import QueryLog
+from reports.models import Filter, QueryLog
 from tests.reports.conftest import make_filter, make_panel, make_report
 
 pytestmark = pytest.mark.django_db
 
 
-def test_it_lays_out_the_report_and_leaves_each_panel_to_its_own_request(report, member_client):
+def page_chunks(response) -> list[str]:
+    """The parts of a streamed page as the server sent them (sync client)."""
+    assert response.streaming and response["Content-Type"] == "text/html; charset=utf-8"
+    return [chunk.decode() for chunk in response]
+
+
+def test_it_sends_the_layout_then_each_panel_in_the_same_response(report, member_client):
     panel = report.panels.get()
     page = member_client.get("/reports/claims/")
-    html = page.content.decode()
-    assert page.status_code == 200
-    assert f'data-url="/reports/claims/panels/{panel.pk}/"' in html
-    assert "data-stream-url" not in html  # one panel: separate requests are fine
-    assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", html), "inline script"
-    assert " style=" not in html
-    assert "/static/vendor/chart.umd.4.6.1.min.js" in html
+    assert page.status_code == 200 and page["Cache-Control"] == "no-store"
+    layout, *arrivals, end = page_chunks(page)
+    # The layout: every slot, and what reloads and refreshes use later.
+    assert f'id="panel-{panel.pk}"' in layout and "data-arrival=" not in layout
+    assert f'data-url="/reports/claims/panels/{panel.pk}/"' in layout
+    assert 'data-stream-url="/reports/claims/stream/"' in layout
+    # The page script is in the layout, before the panels arrive; nothing inline (CSP).
+    assert layout.rstrip().endswith('<script src="/static/reports/report.js"></script>')
+    html = "".join(arrivals)
+    assert [int(pk) for pk in re.findall(r'data-arrival="(\d+)"', html)] == [panel.pk]
+    assert "<td>42</td>" in html and "Quick" in html
+    assert end.rstrip().endswith("</html>")
+    whole = layout + html + end
+    assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", whole), "inline script"
+    assert " style=" not in whole
+    assert "/static/vendor/chart.umd.4.6.1.min.js" in layout
+    entry = QueryLog.objects.get()
+    assert (entry.panel_id, entry.trigger, entry.rows) == (panel.pk, "page", 1)
 
 
 def test_it_keeps_the_page_to_a_few_database_queries(report, member_client, django_assert_max_num_queries):
     for i in range(6):
         make_panel(report, f"SELECT {i}", title=f"P{i}")
     make_filter(report, "q")
-    with django_assert_max_num_queries(6):  # session, user, report, panels, filters
-        assert member_client.get("/reports/claims/").status_code == 200
+    with django_assert_max_num_queries(6):  # session, user, report, panels, filters, the query log
+        assert len(page_chunks(member_client.get("/reports/claims/"))) == 2 + 7
+
+
+def test_it_answers_invalid_filters_with_the_form_and_runs_nothing(report, member_client):
+    make_filter(report, "n", Filter.Kind.NUMBER)
+    page = member_client.get("/reports/claims/", {"n": "many"})
+    assert page.status_code == 400 and not page.streaming
+    assert "is not a number" in page.content.decode() and "data-arrival=" not in page.content.decode()
+    assert not QueryLog.objects.exists()
 
 
 def test_it_renders_a_panel_as_a_table_with_timing_and_freshness(report, member, member_client):
@@ -97,13 +123,6 @@ def test_it_runs_a_panel_fresh_when_asked(report, member_client):
     ]
 
 
-def test_it_offers_the_streamed_response_above_six_panels(report, member_client):
-    for i in range(6):
-        make_panel(report, f"SELECT {i} AS n", title=f"P{i}")
-    html = member_client.get("/reports/claims/").content.decode()
-    assert 'data-stream-url="/reports/claims/stream/"' in html
-
-
 @pytest.mark.django_db(transaction=True)
 async def test_it_streams_each_panel_as_its_query_finishes(owner, analysts, member):
     from asgiref.sync import sync_to_async
@@ -124,3 +143,42 @@ async def test_it_streams_each_panel_as_its_query_finishes(owner, analysts, memb
     assert sorted(line["status"] for line in lines[:2]) == [200, 422]  # broken and quick come first
     assert lines[-1]["status"] == 200 and "slow" in lines[-1]["html"]
     assert await QueryLog.objects.filter(trigger="stream").acount() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_sends_the_layout_while_the_queries_still_run_and_panels_in_the_order_they_finish(
+    owner, analysts, member
+):
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+    from django.test import AsyncClient
+
+    def setup():
+        report = make_report(owner, groups=[analysts], slug="ordered")
+        # Waits until the test lets go of the advisory lock: no timing decides the order.
+        held = make_panel(report, "SELECT pg_advisory_xact_lock_shared(4242) IS NULL AS waited", title="Held")
+        quick = make_panel(report, "SELECT 'quick' AS which", title="Quick")
+        return held, quick
+
+    def lock(sql):
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+
+    held, quick = await sync_to_async(setup)()
+    await sync_to_async(lock)("SELECT pg_advisory_lock(4242)")
+    client = AsyncClient()
+    await client.aforce_login(member)
+    try:
+        response = await client.get("/reports/ordered/")
+        assert response.status_code == 200 and response.streaming
+        chunks = aiter(response.streaming_content)
+        layout = (await asyncio.wait_for(anext(chunks), 30)).decode()
+        assert f'id="panel-{held.pk}"' in layout and f'id="panel-{quick.pk}"' in layout
+        assert "data-arrival=" not in layout
+        first = (await asyncio.wait_for(anext(chunks), 30)).decode()
+        assert f'data-arrival="{quick.pk}"' in first and "quick" in first
+    finally:
+        await sync_to_async(lock)("SELECT pg_advisory_unlock(4242)")
+    rest = [chunk.decode() async for chunk in chunks]
+    assert f'data-arrival="{held.pk}"' in rest[0] and rest[-1].rstrip().endswith("</html>")
+    assert await QueryLog.objects.filter(trigger="page").acount() == 2
