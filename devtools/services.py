@@ -243,13 +243,38 @@ def write_env(path: Path, env: dict[str, str], stack: ExitStack) -> None:
     stack.callback(path.unlink, missing_ok=True)
 
 
+def web_workers() -> int:
+    """WEB_CONCURRENCY (the variable uvicorn and most hosts use), else one worker per core:
+    one event loop runs Python on one core, so fewer workers leave cores idle."""
+    value = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"WEB_CONCURRENCY must be a whole number of workers, at least 1, not {value!r}")
+    return int(value)
+
+
+def multiprocess_metrics(data_dir: Path) -> None:
+    """With several workers each writes its metrics to a shared folder that /metrics adds up;
+    prometheus-client wants it empty at the start and set before a process starts."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = data_dir / "prometheus"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
 def demo(data_dir: Path) -> int:
     port = os.environ.get("PORT", "8000")
+    workers = web_workers()
     with ExitStack() as stack:
         ports = {name: port_from(variable, default) for name, (variable, default) in DEMO_PORTS.items()}
         env = start_services(data_dir, stack, redis=True, ports=ports)
         manage("migrate", "--no-input", "-v", "0")
         manage("demo_setup")
+        if workers > 1:
+            multiprocess_metrics(data_dir)
         worker = stack.enter_context(child([PYTHON, str(BASE_DIR / "manage.py"), "db_worker"], "task worker"))
         web = stack.enter_context(
             child(
@@ -262,6 +287,8 @@ def demo(data_dir: Path) -> int:
                     "127.0.0.1",
                     "--port",
                     port,
+                    "--workers",
+                    str(workers),
                     "--no-access-log",
                 ],
                 "web",
@@ -269,7 +296,11 @@ def demo(data_dir: Path) -> int:
         )
         wait_for_port(int(port), web, "web")
         write_env(data_dir / DEMO_ENV, env, stack)
-        print(f"\nFanout is ready on http://127.0.0.1:{port}  (Ctrl-C stops everything)", flush=True)
+        print(
+            f"\nFanout is ready on http://127.0.0.1:{port} with {workers} web worker{'s' if workers > 1 else ''}"
+            " (WEB_CONCURRENCY=N to change; Ctrl-C stops everything)",
+            flush=True,
+        )
         print("In another terminal: make manage ARGS='cache_status'  (or run_report, tpa_run, ...)\n", flush=True)
         while web.poll() is None and worker.poll() is None:
             time.sleep(0.5)
