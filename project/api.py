@@ -15,9 +15,9 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver
 from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError
-from ninja.security import django_auth
 
 from project import cache
+from project.auth import session_auth
 from project.ratelimit import RateLimited
 from project.sources import SourceError
 from project.tokens import AuthServerUnavailable, bearer
@@ -73,7 +73,7 @@ api = FanoutAPI(
     title="Fanout API",
     version="1",
     description="Reports whose panels run in parallel, and the TPA pipeline.",
-    auth=[bearer, django_auth],
+    auth=[bearer, session_auth],
     urls_namespace="api",
 )
 

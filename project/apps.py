@@ -13,3 +13,8 @@ class ProjectConfig(AppConfig):
     default = True
     name = "project"
     verbose_name = "Fanout"
+
+    def ready(self) -> None:
+        from project import auth
+
+        auth.connect_signals()

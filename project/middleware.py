@@ -4,21 +4,25 @@ In an async project Django's MiddlewareMixin hands every process_request, proces
 process_response to `sync_to_async(thread_sensitive=True)`: about eighteen thread hops per
 request for the stack in settings (bench: 12.6 ms per request with it, 5.3 ms without).
 Most of those hooks only read headers and set attributes, so here they run inline; the few
-that may touch the database or the disk (loading the user, saving a modified session,
-parsing a multipart body for the CSRF token) still go to a thread, or await the async API.
+that may touch the database or the disk (saving a modified session, parsing a multipart
+body for the CSRF token) still go to a thread, or await the async API; the signed-in user
+comes from project.auth.auser (a short-lived in-process copy, dropped on every auth change).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware import clickjacking, common, csp, csrf, security
+
+from project import auth as project_auth
 
 
 class InlineMixin:
@@ -60,19 +64,25 @@ class MessageMiddleware(InlineMixin, messages.MessageMiddleware):
 
 
 class AuthenticationMiddleware(InlineMixin, auth.AuthenticationMiddleware):
-    pass
+    def process_request(self, request: HttpRequest) -> None:
+        super().process_request(request)
+        # The signed-in user from this process's short-lived copy (project.auth.auser).
+        request.auser = functools.partial(project_auth.auser, request)
 
 
 class SessionMiddleware(InlineMixin, sessions.SessionMiddleware):
     async def aprocess_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         session = getattr(request, "session", None)
+        # Django's hook takes any response (streaming ones too); the stubs say HttpResponse.
+        answer = cast(HttpResponse, response)
         if session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST):
-            return await sync_to_async(self.process_response)(request, response)  # saves: database
-        return self.process_response(request, response)
+            return await sync_to_async(self.process_response)(request, answer)  # saves: database
+        return self.process_response(request, answer)
 
 
 class CsrfViewMiddleware(InlineMixin, csrf.CsrfViewMiddleware):
-    async def process_view(self, request: HttpRequest, callback: Any, args: Any, kwargs: Any) -> Any:
+    # A coroutine on purpose: Django's handler awaits it, where it sends a plain one to a thread.
+    async def process_view(self, request: HttpRequest, callback: Any, args: Any, kwargs: Any) -> Any:  # type: ignore[override]
         if request.content_type == "multipart/form-data":
             # Finding the token parses the body, writing uploads to disk: not on the loop.
             return await sync_to_async(super().process_view)(request, callback, args, kwargs)
@@ -80,10 +90,10 @@ class CsrfViewMiddleware(InlineMixin, csrf.CsrfViewMiddleware):
 
 
 class LoginRequiredMiddleware(InlineMixin, auth.LoginRequiredMiddleware):
-    async def process_view(self, request: HttpRequest, callback: Any, args: Any, kwargs: Any) -> Any:
+    async def process_view(self, request: HttpRequest, callback: Any, args: Any, kwargs: Any) -> Any:  # type: ignore[override]
         if not getattr(callback, "login_required", True):
             return None
-        user = await request.auser()  # type: ignore[attr-defined]
+        user = await request.auser()
         # Pages and templates read request.user: give them the user just loaded, so nothing
         # touches the database from the event loop later.
         request.user = user

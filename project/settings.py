@@ -373,6 +373,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 SESSION_COOKIE_HTTPONLY = True
+# Database sessions whose writes drop every process's signed-in copies (project.auth).
+SESSION_ENGINE = "project.auth"
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
