@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # mypy imports the settings: they need a database URL (never connected to) and debug mode.
 LINT_ENV := DJANGO_DEBUG=1 DATABASE_URL=postgresql://lint@127.0.0.1:1/lint
 
-.PHONY: demo manage test lint bench system-deps redis-deps clean
+.PHONY: demo manage test lint bench profile system-deps redis-deps clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(BOOT_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12) and "Fanout needs Python 3.12+; set BOOT_PYTHON")'
@@ -53,6 +53,10 @@ test: $(VENV)/.installed system-deps
 bench: $(VENV)/.installed system-deps
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	$(PY) -m devtools.services run --data-dir .data/bench --fresh --redis -- $(PY) -m bench
+
+# Where a request's time goes: make profile PROFILE_ARGS="/api/me /api/tpa/tpas"
+profile: $(VENV)/.installed
+	$(PY) -m devtools.services run --data-dir .data/bench --fresh --redis -- $(PY) -m bench.profile $(PROFILE_ARGS)
 
 clean:
 	rm -rf .data/test .data/bench .pytest_cache

@@ -18,14 +18,15 @@ register = template.Library()
 SHOWN_ROWS = 500
 
 
+def panel_link(report: Report, panel: Panel, query: str, kind: str) -> str:
+    """A panel's fragment ("url") or export ("csv", "xlsx") address with the filters."""
+    args: list[object] = [report.slug, panel.pk]
+    path = reverse("reports:panel", args=args) if kind == "url" else reverse("reports:export", args=[*args, kind])
+    return f"{path}?{query}" if query else path
+
+
 def panel_urls(report: Report, panel: Panel, query: str) -> dict[str, str]:
-    suffix = f"?{query}" if query else ""
-    args = [report.slug, panel.pk]
-    return {
-        "url": reverse("reports:panel", args=args) + suffix,
-        "csv": reverse("reports:export", args=[*args, "csv"]) + suffix,
-        "xlsx": reverse("reports:export", args=[*args, "xlsx"]) + suffix,
-    }
+    return {kind: panel_link(report, panel, query, kind) for kind in ("url", "csv", "xlsx")}
 
 
 def panel_context(report: Report, panel: Panel, run: PanelRun, state: FilterState) -> dict[str, Any]:
@@ -47,7 +48,8 @@ def panel_context(report: Report, panel: Panel, run: PanelRun, state: FilterStat
 
 @register.simple_tag
 def panel_url(report: Report, panel: Panel, state: FilterState, kind: str = "url") -> str:
-    return panel_urls(report, panel, state.query_string())[kind]
+    # Only the one asked for: the layout asks three times per panel (bench/profile.py).
+    return panel_link(report, panel, state.query_string(), kind)
 
 
 @register.filter
