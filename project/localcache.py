@@ -7,6 +7,8 @@
         USERS.set(key, user, stamp)
     AUTH.bump()                              # after a write (sync; after the commit)
 
+    entry = await localcache.load("tpa-list", "all", loader)   # project.cache.load, kept 5 s
+
 Django's cache reads and the ORM each cost a thread hop (DESIGN.md, "Facts"); a signed-in
 request used to pay four of them and two database round trips before the view ran. An
 entry here is stamped with a shared *generation* read before its value was loaded; every
@@ -25,10 +27,14 @@ import itertools
 import logging
 import time
 import weakref
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from django.conf import settings
 from django.db import transaction
+
+if TYPE_CHECKING:
+    from project.cache import Entry
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +87,26 @@ def redis_url() -> str | None:
     return str(config["LOCATION"]) if "redis" in config["BACKEND"].lower() else None
 
 
-class Generation:
-    """A counter shared by every process (a Redis key), read natively on the event loop."""
+class _Reads:
+    """One loop's reads of one generation: the read on the wire, and the one to send next."""
 
-    def __init__(self, name: str) -> None:
-        self.key = f"fanout:localcache:{name}:generation"
-        # An asyncio Redis client belongs to the loop it first ran on.
+    def __init__(self) -> None:
+        self.next: asyncio.Future[int | None] | None = None
+        self.sending: asyncio.Task[None] | None = None
+
+
+class Generation:
+    """A counter shared by every process (a Redis key), read natively on the event loop.
+
+    Concurrent readers share reads: a reader joins the next read to be sent, never one
+    already on the wire (that one may predate a bump the reader must see), so N requests
+    at once cost about two round trips instead of N."""
+
+    def __init__(self, name: str = "", *, key: str = "") -> None:
+        self.key = key or f"fanout:localcache:{name}:generation"
+        # An asyncio Redis client, and a read in flight, belong to one event loop.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reads] = weakref.WeakKeyDictionary()
         self._sync: Any = None
 
     def _timeout(self) -> float:
@@ -107,12 +126,33 @@ class Generation:
         """The current generation; None when it cannot be read or there is no Redis (a miss)."""
         if (url := redis_url()) is None:
             return None
+        loop = asyncio.get_running_loop()
+        reads = self._reads.setdefault(loop, _Reads())
+        if (future := reads.next) is None:
+            future = reads.next = loop.create_future()
+            if reads.sending is None:
+                self._send(url, reads)
+        # Shielded: one reader going away must not cancel the read the others wait for.
+        return await asyncio.shield(future)
+
+    def _send(self, url: str, reads: _Reads) -> None:
+        future, reads.next = reads.next, None
+        assert future is not None
+        reads.sending = asyncio.get_running_loop().create_task(self._read(url, reads, future))
+
+    async def _read(self, url: str, reads: _Reads, future: asyncio.Future[int | None]) -> None:
+        result: int | None = None
         try:
             value = await self._async_client(url).get(self.key)
+            result = int(value or 0)
         except Exception as exc:  # a cache outage must not fail the request, only skip the copy
             logger.warning("localcache: cannot read %s: %s", self.key, exc)
-            return None
-        return int(value or 0)
+        finally:
+            if not future.done():
+                future.set_result(result)
+            reads.sending = None
+        if reads.next is not None:
+            self._send(url, reads)
 
     def _incr(self) -> None:
         if (url := redis_url()) is None:
@@ -145,3 +185,35 @@ class Generation:
 
 # Sessions and users: bumped when a session is saved or deleted and when a user is saved or deleted.
 AUTH = Generation("auth")
+
+
+# --- Copies of project.cache entries -------------------------------------------------------
+
+ENTRIES = LocalCache("cache-entries", ttl=5)
+_namespaces: dict[str, Generation] = {}
+
+
+def namespace_generation(namespace: str) -> Generation:
+    """project.cache's generation of `namespace`: its Django cache key, whose integer
+    django-redis stores as plain digits (a value that is not one reads as a miss)."""
+    if (generation := _namespaces.get(namespace)) is None:
+        from django.core.cache import cache as django_cache
+
+        generation = _namespaces[namespace] = Generation(key=django_cache.make_key(f"generation:{namespace}"))
+    return generation
+
+
+async def load[T](namespace: str, key: Any, loader: Callable[[], Awaitable[T]]) -> Entry[T]:
+    """project.cache.load, served from this process for up to 5 s while the namespace's
+    generation stands (project.cache.invalidate anywhere reaches the next read) and the
+    entry is within the namespace's TTL."""
+    from project import cache
+
+    stamp = await namespace_generation(namespace).aget()
+    local_key = (namespace, cache.make_key(namespace, key))
+    entry = ENTRIES.get(local_key, stamp)
+    if not isinstance(entry, Missing) and time.time() - entry.stored_at <= settings.CACHE_TTLS[namespace]:
+        return cast("Entry[T]", entry)
+    loaded = await cache.load(namespace, key, loader)
+    ENTRIES.set(local_key, loaded, stamp)
+    return loaded

@@ -18,7 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
-from project import cache
+from project import cache, localcache
 
 TPA_LIST = "tpa-list"
 MASTER_DATA = "master-data"
@@ -82,7 +82,8 @@ async def load_tpa_list() -> list[TpaSummary]:
 
 async def tpa_list() -> list[TpaSummary]:
     # The same namespace, key and loader as the registered warmer: a warm fills what this reads.
-    return (await cache.load(TPA_LIST, "all", load_tpa_list)).value
+    # Kept a few seconds in the process (no thread hop); an invalidation reaches the next read.
+    return (await localcache.load(TPA_LIST, "all", load_tpa_list)).value
 
 
 def master_data_loader(tpa_code: str) -> Callable[[], Awaitable[MasterData]]:
@@ -108,7 +109,7 @@ def master_data_loader(tpa_code: str) -> Callable[[], Awaitable[MasterData]]:
 
 
 async def master_data(tpa_code: str) -> MasterData:
-    return (await cache.load(MASTER_DATA, tpa_code, master_data_loader(tpa_code))).value
+    return (await localcache.load(MASTER_DATA, tpa_code, master_data_loader(tpa_code))).value
 
 
 async def load_all_master_data() -> dict[str, MasterData]:

@@ -1,0 +1,61 @@
+"""project.localcache: copies of hot reads kept in the process, dropped at once when the
+shared generation moves, on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from django.core.cache import cache as django_cache
+
+from project import cache, localcache
+from project.localcache import Generation, redis_url
+
+pytestmark = pytest.mark.skipif(redis_url() is None, reason="without Redis nothing is kept in the process")
+
+
+def gets_served() -> int:
+    """GET commands the Redis server has answered so far."""
+    stats = redis.Redis.from_url(str(redis_url())).info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+async def test_it_shares_a_read_among_concurrent_readers_and_never_one_sent_before_they_came():
+    generation = Generation("test-shared-reads")
+    client = redis.Redis.from_url(str(redis_url()))
+    client.set(generation.key, 7)
+    before = gets_served()
+    assert await asyncio.gather(*(generation.aget() for _ in range(50))) == [7] * 50
+    assert gets_served() - before <= 2
+    # A bump, then a reader: it sees the bump even while an older read is on the wire.
+    first = asyncio.ensure_future(generation.aget())
+    await asyncio.sleep(0)  # the first read is sent
+    client.incr(generation.key)
+    assert await generation.aget() == 8
+    assert await first in {7, 8}
+
+
+async def test_it_answers_none_when_the_generation_is_not_a_number():
+    generation = Generation("test-not-a-number")
+    redis.Redis.from_url(str(redis_url())).set(generation.key, b"\x80pickled")
+    assert await generation.aget() is None  # a miss, never a hit
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_serves_a_cache_entry_from_the_process_until_its_namespace_is_invalidated():
+    await django_cache.aclear()
+    loads = 0
+
+    async def loader() -> list[str]:
+        nonlocal loads
+        loads += 1
+        return [f"load {loads}"]
+
+    first = await localcache.load("tpa-list", "test", loader)
+    before = gets_served()
+    again = await localcache.load("tpa-list", "test", loader)
+    assert again.value == first.value == ["load 1"]
+    assert gets_served() - before == 1  # the generation only: the entry itself came from the process
+    await cache.ainvalidate("tpa-list")  # the admin's "invalidate", in any process
+    assert (await localcache.load("tpa-list", "test", loader)).value == ["load 2"]
