@@ -17,7 +17,7 @@ from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError
 
 from project import cache
-from project.auth import session_auth
+from project.auth import group_names, session_auth
 from project.ratelimit import RateLimited
 from project.sources import SourceError
 from project.tokens import AuthServerUnavailable, bearer
@@ -124,8 +124,7 @@ def no_warmer(request: HttpRequest, exc: cache.NoWarmer) -> HttpResponse:
 @api.get("/me", tags=["account"], summary="The signed-in user (session or bearer token)")
 async def me(request: ApiRequest) -> dict[str, Any]:
     user = request.auth
-    groups = [name async for name in user.groups.order_by("name").values_list("name", flat=True)]
-    return {"username": user.get_username(), "is_staff": user.is_staff, "groups": groups}
+    return {"username": user.get_username(), "is_staff": user.is_staff, "groups": await group_names(user)}
 
 
 def urls(routers: dict[str, Router]) -> tuple[list[URLPattern | URLResolver], str, str]:

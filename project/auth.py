@@ -13,10 +13,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser, User
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.contrib.sessions.backends import db
 from django.core.exceptions import PermissionDenied
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.http import HttpRequest, HttpResponse
 from ninja.security import session as ninja_session
 
@@ -98,15 +98,36 @@ class SessionStore(db.SessionStore):
         await AUTH.abump()
 
 
+GROUP_NAMES = LocalCache("group-names", ttl=10)
+
+
+async def group_names(user: User) -> list[str]:
+    """The user's group names, sorted, from the process while the auth generation stands."""
+    stamp = await AUTH.aget()
+    names = GROUP_NAMES.get(user.pk, stamp)
+    if isinstance(names, Missing):
+        names = tuple([name async for name in user.groups.order_by("name").values_list("name", flat=True)])
+        GROUP_NAMES.set(user.pk, names, stamp)
+    return list(names)
+
+
 def user_changed(**kwargs: Any) -> None:
     AUTH.bump()
 
 
+def memberships_changed(*, action: str, pk_set: set[int] | None, **kwargs: Any) -> None:
+    if action == "post_clear" or (action in {"post_add", "post_remove"} and pk_set):
+        AUTH.bump()
+
+
 def connect_signals() -> None:
-    """Any change to a user (password, active, staff) reaches every process (AppConfig.ready)."""
+    """Any change to a user (password, active, staff, groups) reaches every process (AppConfig.ready)."""
     model = get_user_model()
-    post_save.connect(user_changed, sender=model, dispatch_uid="project.auth.user_saved")
-    post_delete.connect(user_changed, sender=model, dispatch_uid="project.auth.user_deleted")
+    for sender in (model, Group):
+        post_save.connect(user_changed, sender=sender, dispatch_uid=f"project.auth.saved.{sender.__name__}")
+        post_delete.connect(user_changed, sender=sender, dispatch_uid=f"project.auth.deleted.{sender.__name__}")
+    through = model.groups.through
+    m2m_changed.connect(memberships_changed, sender=through, dispatch_uid="project.auth.memberships")
 
 
 class SessionAuth(ninja_session.SessionAuth):

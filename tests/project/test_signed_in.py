@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from project.localcache import AUTH, redis_url
@@ -39,8 +39,8 @@ def test_it_answers_a_known_session_without_reading_the_session_or_the_user_agai
 ):
     client = signed_in(member)
     assert client.get("/api/me").json()["username"] == "bob"
-    with django_assert_num_queries(1):  # the view's own groups query; no session, no user
-        assert client.get("/api/me").json()["username"] == "bob"
+    with django_assert_num_queries(0):  # no session, no user, no groups query
+        assert client.get("/api/me").json() == {"username": "bob", "is_staff": False, "groups": ["Analysts"]}
 
 
 def test_it_signs_a_session_out_everywhere_at_once_on_logout(member: User):
@@ -66,6 +66,15 @@ def test_it_stops_trusting_a_deactivated_user_at_once(member: User):
     User.objects.filter(pk=member.pk).update(is_active=False)
     AUTH.bump()  # what a save through the ORM does; a bare UPDATE must say so itself
     assert client.get("/api/me").status_code == 401
+
+
+def test_it_shows_a_change_of_groups_at_once(member: User, analysts: Group):
+    client = signed_in(member)
+    assert client.get("/api/me").json()["groups"] == ["Analysts"]
+    member.groups.remove(analysts)
+    assert client.get("/api/me").json()["groups"] == []
+    member.groups.add(Group.objects.create(name="Operations"))
+    assert client.get("/api/me").json()["groups"] == ["Operations"]
 
 
 def test_it_reads_the_session_again_when_another_process_moved_the_generation(member: User, django_assert_num_queries):
