@@ -87,6 +87,38 @@ def redis_url() -> str | None:
     return str(config["LOCATION"]) if "redis" in config["BACKEND"].lower() else None
 
 
+def _timeout() -> float:
+    return float(settings.CACHES["default"].get("OPTIONS", {}).get("SOCKET_TIMEOUT", 1.0))
+
+
+# One asyncio Redis client per event loop (its connections belong to the loop), closed when
+# the loop ends: a one-shot loop (async_to_sync, a management command) must not leave its
+# connections behind, and the client's reference to its loop would keep the entry alive.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+
+
+def async_client(url: str) -> Any:
+    import redis.asyncio
+
+    loop = asyncio.get_running_loop()
+    if (client := _clients.get(loop)) is None:
+        timeout = _timeout()
+        client = _clients[loop] = redis.asyncio.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        _keepers[loop] = loop.create_task(_close_with_loop(loop, client), name="localcache-redis-keeper")
+    return client
+
+
+async def _close_with_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    try:
+        await loop.create_future()  # until the loop's end cancels its tasks
+    finally:
+        _clients.pop(loop, None)
+        await client.aclose()
+
+
 class _Reads:
     """One loop's reads of one generation: the read on the wire, and the one to send next."""
 
@@ -104,23 +136,12 @@ class Generation:
 
     def __init__(self, name: str = "", *, key: str = "") -> None:
         self.key = key or f"fanout:localcache:{name}:generation"
-        # An asyncio Redis client, and a read in flight, belong to one event loop.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        # A read in flight belongs to one event loop.
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reads] = weakref.WeakKeyDictionary()
         self._sync: Any = None
 
-    def _timeout(self) -> float:
-        return float(settings.CACHES["default"].get("OPTIONS", {}).get("SOCKET_TIMEOUT", 1.0))
-
     def _async_client(self, url: str) -> Any:
-        import redis.asyncio
-
-        loop = asyncio.get_running_loop()
-        if (client := self._clients.get(loop)) is None:
-            timeout = self._timeout()
-            client = redis.asyncio.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-            self._clients[loop] = client
-        return client
+        return async_client(url)
 
     async def aget(self) -> int | None:
         """The current generation; None when it cannot be read or there is no Redis (a miss)."""
@@ -161,7 +182,7 @@ class Generation:
 
         try:
             if self._sync is None:
-                timeout = self._timeout()
+                timeout = _timeout()
                 self._sync = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
             self._sync.incr(self.key)
         except Exception as exc:

@@ -59,3 +59,14 @@ async def test_it_serves_a_cache_entry_from_the_process_until_its_namespace_is_i
     assert gets_served() - before == 1  # the generation only: the entry itself came from the process
     await cache.ainvalidate("tpa-list")  # the admin's "invalidate", in any process
     assert (await localcache.load("tpa-list", "test", loader)).value == ["load 2"]
+
+
+def test_it_closes_each_event_loops_connection_when_the_loop_ends():
+    # Sync views, management commands and async_to_sync each run on a loop of their own.
+    server = redis.Redis.from_url(str(redis_url()))
+    generation = Generation("test-one-shot-loops")
+    asyncio.run(generation.aget())
+    before = len(server.client_list())
+    for _ in range(30):
+        assert asyncio.run(generation.aget()) is not None
+    assert len(server.client_list()) <= before + 1
