@@ -36,7 +36,8 @@ def main() -> list[dict[str, str]]:
 async def run() -> list[dict[str, str]]:
     from tpa import demo, uploads
     from tpa.models import RunStatus, Tpa
-    from tpa.pipeline import execute_run, start_run
+    from tpa.pipeline import execute_run
+    from tpa.runs import start_run
 
     spec = demo.DEMO_TPAS[0]
     tpa = await Tpa.objects.aget(code=spec.code)

@@ -17,8 +17,9 @@ from project import cache
 from project.ratelimit import acheck, wants_fresh
 from tpa import uploads
 from tpa.cache import tpa_list
-from tpa.models import Access, IngestionFile, PipelineRun, Tpa, access_for
-from tpa.pipeline import load_run, start_run, wait_for
+from tpa.models import Access, IngestionFile, PipelineRun, Tpa, access_for, get_tpa_or_404
+from tpa.pipeline import load_run, wait_for
+from tpa.runs import start_run
 from tpa.staging import Refused
 
 router = Router(tags=["tpa"])
@@ -114,29 +115,22 @@ def run_out(run: PipelineRun) -> dict[str, Any]:
     }
 
 
-async def _tpa(request: HttpRequest, code: str, need: Access = Access.VIEW) -> Tpa:
-    access = await access_for(await request.auser())
-    if access < Access.VIEW:
-        raise Http404("No such TPA.")
-    try:
-        tpa = await Tpa.objects.aget(code=code)
-    except Tpa.DoesNotExist:
-        raise Http404("No such TPA.") from None
-    if access < need:
-        raise HttpError(403, "Only TPA operators may do this.")
-    return tpa
-
-
 @router.get("/tpas", response=list[TpaOut])
 async def list_tpas(request: HttpRequest) -> list[Any]:
-    if await access_for(await request.auser()) < Access.VIEW:
+    visible = await _visible_codes(await request.auser())
+    return [tpa for tpa in await tpa_list() if tpa.code in visible]
+
+
+async def _visible_codes(user: Any) -> set[str]:
+    """The codes of the TPAs `user` may see; 403 for a user who may see none."""
+    if await access_for(user) < Access.VIEW:
         raise HttpError(403, "You have no access to TPAs.")
-    return list(await tpa_list())
+    return {code async for code in Tpa.objects.visible_to(user).values_list("code", flat=True)}
 
 
 @router.get("/tpas/{code}/files", response=list[FileOut])
 async def list_files(request: HttpRequest, code: str, status: str = "") -> list[dict[str, Any]]:
-    tpa = await _tpa(request, code)
+    tpa, _ = await get_tpa_or_404(await request.auser(), code)
     files = tpa.files.all() if not status else tpa.files.filter(status=status)
     return [file_out(f, tpa.code) async for f in files[:200]]
 
@@ -145,7 +139,7 @@ async def list_files(request: HttpRequest, code: str, status: str = "") -> list[
 async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile]) -> Status:
     """Upload a CSV: checked against the TPA's mappings, refused if a duplicate, staged, recorded."""
     await acheck(request, "upload")
-    tpa = await _tpa(request, code, Access.OPERATE)
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
     try:
         record = await uploads.upload(tpa, file.name or "", file.chunks(), request.user)
     except Refused as exc:
@@ -157,7 +151,7 @@ async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile])
 async def create_run(request: HttpRequest, code: str) -> Status:
     """Start a run in the background; 202 with the status URL to poll."""
     await acheck(request, "pipeline-start")
-    tpa = await _tpa(request, code, Access.OPERATE)
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
     try:
         run = await start_run(tpa, request.user)
     except Refused as exc:
@@ -166,11 +160,11 @@ async def create_run(request: HttpRequest, code: str) -> Status:
 
 
 @router.post("/tpas/{code}/runs/sync", response={200: RunOut, 202: RunOut, 409: Error, 429: Error})
-async def create_run_and_wait(request: HttpRequest, code: str, timeout: float = 60.0) -> Status:
+async def create_run_and_wait(request: HttpRequest, code: str, timeout: float = 60.0) -> Status:  # noqa: ASYNC109 - the API's query parameter
     """Start a run and wait for it, up to `timeout` seconds (at most TPA_SYNC_MAX_WAIT, 300):
     200 with the finished run, or 202 with the status URL if it is still going."""
     await acheck(request, "pipeline-start")
-    tpa = await _tpa(request, code, Access.OPERATE)
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
     try:
         run = await start_run(tpa, request.user)
     except Refused as exc:
@@ -182,7 +176,7 @@ async def create_run_and_wait(request: HttpRequest, code: str, timeout: float = 
 
 @router.get("/tpas/{code}/runs/{run_id}", response=RunOut, url_name="tpa_run_status")
 async def run_status(request: HttpRequest, code: str, run_id: int) -> dict[str, Any]:
-    tpa = await _tpa(request, code)
+    tpa, _ = await get_tpa_or_404(await request.auser(), code)
     try:
         run = await load_run(run_id)
     except PipelineRun.DoesNotExist:
@@ -192,13 +186,24 @@ async def run_status(request: HttpRequest, code: str, run_id: int) -> dict[str, 
     return run_out(run)
 
 
-@router.get("/master-data", tags=["tpa"], summary="Master data, cached; ?fresh=1 reloads it (rate-limited)")
-async def master_data(request: HttpRequest) -> dict[str, Any]:
+@router.get(
+    "/master-data",
+    tags=["tpa"],
+    summary="Master data of the TPAs you may see (or of ?tpa=CODE), cached; ?fresh=1 reloads it (rate-limited)",
+)
+async def master_data(request: HttpRequest, tpa: str = "") -> dict[str, Any]:
+    user = await request.auser()
+    if tpa:
+        await get_tpa_or_404(user, tpa)  # 404 for a TPA the user may not see
+        visible = {tpa}
+    else:
+        visible = await _visible_codes(user)
     fresh = wants_fresh(request)
     if fresh:
         await acheck(request, "fresh")
     entry = await cache.load_registered("master-data", fresh=fresh)
-    return {"data": _plain(entry.value), "cached": entry.hit, "age": round(entry.age, 3), "loaded_at": entry.stored_at}
+    data = {code: value for code, value in entry.value.items() if code in visible}
+    return {"data": _plain(data), "cached": entry.hit, "age": round(entry.age, 3), "loaded_at": entry.stored_at}
 
 
 def _plain(value: Any) -> Any:

@@ -8,7 +8,6 @@ class TpaConfig(AppConfig):
     verbose_name = "TPA pipeline"
 
     def ready(self) -> None:
-        from tpa.cache import connect_signals, register_warmers
+        from tpa.cache import register_warmers
 
-        connect_signals()
         register_warmers()

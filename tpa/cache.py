@@ -1,24 +1,31 @@
-"""The TPA list and master data, read through project.cache and invalidated on any change.
+"""The TPA list and master data, read through project.cache; `invalidate` after a change.
 
 Two namespaces: `tpa-list` (every TPA, for the list page and the API) and `master-data`
 (one TPA's target schema with its columns and the TPA's field mappings, which the
 upload check and the silver step read; under the key "all", every TPA's by code, which
 `/api/tpa/master-data` serves). Both have warmers (`register_warmers`), so the admin, the API
-and `manage.py cache_warm` fill exactly what the views read. Model signals cover saves
-and deletes (the admin included); InvalidatingQuerySet covers update(), delete() and the bulk methods. The bump
-waits for the commit, so no reader can cache the old rows again in between.
+and `manage.py cache_warm` fill exactly what the views read.
+
+Invalidation is one explicit call, `invalidate`, made by the code that saves master data (the
+mappings page, the admin, the demo loader) once its transaction has committed, so no reader
+can cache the old rows again in between; it says which namespaces it could not reach, and
+the save tells the person. A write that bypasses these (a shell, a migration) is followed by
+`manage.py cache_clear tpa-list master-data`. The pipeline never depends on it: a run reads
+the mappings it applies from Postgres (`load_master_data`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models import F
 
 from project import cache, localcache
+from tpa.models import Tpa
+
+logger = logging.getLogger(__name__)
 
 TPA_LIST = "tpa-list"
 MASTER_DATA = "master-data"
@@ -60,6 +67,8 @@ class MasterData:
     key_column: str
     columns: tuple[Column, ...]
     mappings: tuple[Mapping, ...]
+    # Tpa.mappings_version when these were read: a run records the version it applied.
+    mappings_version: int = 0
 
     @property
     def source_columns(self) -> list[str]:
@@ -72,8 +81,6 @@ class MasterData:
 
 
 async def load_tpa_list() -> list[TpaSummary]:
-    from tpa.models import Tpa
-
     return [
         TpaSummary(t.code, t.name, t.active, t.contact_name, t.contact_email, str(t.target_schema))
         async for t in Tpa.objects.select_related("target_schema").order_by("code")
@@ -88,8 +95,6 @@ async def tpa_list() -> list[TpaSummary]:
 
 def master_data_loader(tpa_code: str) -> Callable[[], Awaitable[MasterData]]:
     async def load() -> MasterData:
-        from tpa.models import Tpa
-
         tpa = await Tpa.objects.select_related("target_schema").aget(code=tpa_code)
         schema = tpa.target_schema
         columns = tuple(
@@ -102,21 +107,33 @@ def master_data_loader(tpa_code: str) -> Callable[[], Awaitable[MasterData]]:
             ]
         )
         return MasterData(
-            tpa.code, schema.pk, schema.name, schema.version, schema.table_name, schema.key_column, columns, mappings
+            tpa.code,
+            schema.pk,
+            schema.name,
+            schema.version,
+            schema.table_name,
+            schema.key_column,
+            columns,
+            mappings,
+            tpa.mappings_version,
         )
 
     return load
 
 
 async def master_data(tpa_code: str) -> MasterData:
+    """A TPA's master data through the cache (pages, the upload check)."""
     return (await localcache.load(MASTER_DATA, tpa_code, master_data_loader(tpa_code))).value
+
+
+async def load_master_data(tpa_code: str) -> MasterData:
+    """A TPA's master data straight from Postgres: what a run applies, never stale."""
+    return await master_data_loader(tpa_code)()
 
 
 async def load_all_master_data() -> dict[str, MasterData]:
     """Every TPA's master data by code, reloading each TPA's own entry on the way, so a warm
-    (admin, API, `cache_warm`) also refreshes what the upload check and the pipeline read."""
-    from tpa.models import Tpa
-
+    (admin, API, `cache_warm`) also refreshes what the upload check reads."""
     codes = [code async for code in Tpa.objects.order_by("code").values_list("code", flat=True)]
     return {code: (await cache.load(MASTER_DATA, code, master_data_loader(code), fresh=True)).value for code in codes}
 
@@ -127,28 +144,33 @@ def register_warmers() -> None:
     cache.register_warmer(MASTER_DATA, load_all_master_data, key="all")
 
 
-def namespaces_for(model: type[Any]) -> tuple[str, ...]:
-    from tpa.models import FieldMapping, TargetColumn, TargetSchema, Tpa
-
-    if model is Tpa or model is TargetSchema:
-        return (TPA_LIST, MASTER_DATA)  # the list shows each TPA's schema name
-    if model in (TargetColumn, FieldMapping):
-        return (MASTER_DATA,)
-    return ()
-
-
-def invalidate_after_commit(model: type[Any]) -> None:
-    for namespace in namespaces_for(model):
-        transaction.on_commit(lambda namespace=namespace: cache.invalidate(namespace))
-
-
-def _changed(sender: type[Any], **kwargs: Any) -> None:
-    invalidate_after_commit(sender)
+def invalidate(*, tpas: bool = True) -> list[str]:
+    """Make every process reload master data (and the TPA list when `tpas`), after the change
+    committed. Returns the namespaces the cache could not be told about: the caller shows them
+    to the person who saved, since readers may see the old values until their TTL ends."""
+    failed = []
+    for namespace in (TPA_LIST, MASTER_DATA) if tpas else (MASTER_DATA,):
+        try:
+            reached = cache.invalidate(namespace)
+        except Exception:
+            logger.warning("could not invalidate %s", namespace, exc_info=True)
+            reached = 0
+        if not reached:
+            failed.append(namespace)
+    return failed
 
 
-def connect_signals() -> None:
-    from tpa.models import FieldMapping, TargetColumn, TargetSchema, Tpa
+def stale_warning(failed: list[str]) -> str:
+    """What to tell the person whose save could not invalidate `failed` (empty when none)."""
+    if not failed:
+        return ""
+    return (
+        f"Saved, but the cache could not be told ({', '.join(failed)}): pages may show the old values for a few "
+        "minutes. Runs are not affected: they read the mappings from the database. "
+        f"Run `manage.py cache_clear --yes {' '.join(failed)}` once the cache is back."
+    )
 
-    for model in (Tpa, TargetSchema, TargetColumn, FieldMapping):
-        post_save.connect(_changed, sender=model, dispatch_uid=f"tpa-cache-save-{model.__name__}")
-        post_delete.connect(_changed, sender=model, dispatch_uid=f"tpa-cache-delete-{model.__name__}")
+
+def bump_mappings_version(tpa_id: int) -> None:
+    """Record that a TPA's mappings changed (inside the saving transaction)."""
+    Tpa.objects.filter(pk=tpa_id).update(mappings_version=F("mappings_version") + 1)

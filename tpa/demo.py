@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from tpa.cache import bump_mappings_version, invalidate
 from tpa.models import ColumnType, FieldMapping, TargetColumn, TargetSchema, Tpa, Transform
 
 # The CLAIMS target schema, version 1: SILVER.CLAIMS in tpa/snowflake/001_objects.sql.
@@ -129,7 +130,9 @@ def ensure_master_data() -> list[Tpa]:
                 target_column=target,
                 defaults={"source_column": source, "transform": transform, "argument": argument},
             )
+        bump_mappings_version(tpa.pk)
         tpas.append(tpa)
+    transaction.on_commit(invalidate)
     return tpas
 
 

@@ -9,10 +9,12 @@ import socket
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.contrib.auth.models import Permission
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, Q
+from django.http import Http404
 from django.urls import reverse
 
 # Identifiers that reach Snowflake SQL: upper case, no quoting ever needed.
@@ -30,35 +32,6 @@ MAX_SOURCE_COLUMNS = 40
 # --- master data -------------------------------------------------------------------------
 
 
-class InvalidatingQuerySet(models.QuerySet):  # type: ignore[type-arg]
-    """Bulk writes skip model signals; these invalidate the master-data caches themselves."""
-
-    def _changed(self) -> None:
-        from tpa.cache import invalidate_after_commit
-
-        invalidate_after_commit(self.model)
-
-    def update(self, **kwargs: Any) -> int:
-        count = super().update(**kwargs)
-        self._changed()
-        return count
-
-    def delete(self) -> tuple[int, dict[str, int]]:
-        result = super().delete()
-        self._changed()
-        return result
-
-    def bulk_create(self, *args: Any, **kwargs: Any) -> list[Any]:
-        result = super().bulk_create(*args, **kwargs)
-        self._changed()
-        return result
-
-    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
-        result = super().bulk_update(*args, **kwargs)
-        self._changed()
-        return result
-
-
 class TargetSchema(models.Model):
     """A silver table's layout: the columns TPA files are mapped to."""
 
@@ -71,8 +44,6 @@ class TargetSchema(models.Model):
         max_length=63, validators=[identifier_validator], help_text="The claim key: MERGE matches rows on it."
     )
     description = models.TextField(blank=True)
-
-    objects = InvalidatingQuerySet.as_manager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["name", "version"], name="tpa_schema_name_version")]
@@ -98,8 +69,6 @@ class TargetColumn(models.Model):
     required = models.BooleanField(default=False)
     position = models.PositiveIntegerField(default=0)
 
-    objects = InvalidatingQuerySet.as_manager()
-
     class Meta:
         constraints = [models.UniqueConstraint(fields=["schema", "name"], name="tpa_column_unique_name")]
         ordering = ["schema", "position", "id"]
@@ -108,9 +77,23 @@ class TargetColumn(models.Model):
         return f"{self.name} {self.data_type}"
 
 
-class TpaQuerySet(InvalidatingQuerySet):
+class TpaQuerySet(models.QuerySet):  # type: ignore[type-arg]
     def active(self) -> TpaQuerySet:
         return self.filter(active=True)
+
+    def visible_to(self, user: Any) -> TpaQuerySet:
+        """The TPAs `user` may see (the rules of `access_for`, as a filter: no query until read).
+        `None` is the command line, which holds the database's credentials anyway."""
+        if user is None or (user.is_authenticated and user.is_active and user.is_staff):
+            return self.all()
+        if not (user.is_authenticated and user.is_active):
+            return self.none()
+        if user.is_superuser:
+            return self.all()
+        granted = Permission.objects.filter(content_type__app_label="tpa", codename__in=VIEW_PERMISSIONS).filter(
+            Q(user=user) | Q(group__user=user)
+        )
+        return self.filter(Exists(granted))
 
 
 class Tpa(models.Model):
@@ -122,6 +105,9 @@ class Tpa(models.Model):
     contact_name = models.CharField(max_length=200, blank=True)
     contact_email = models.EmailField(blank=True)
     target_schema = models.ForeignKey(TargetSchema, on_delete=models.PROTECT, related_name="tpas")
+    # Bumped by every save of the TPA's mappings (tpa.cache.bump_mappings_version); each run
+    # records the version it applied.
+    mappings_version = models.PositiveIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -162,8 +148,6 @@ class FieldMapping(models.Model):
     argument = models.CharField(
         max_length=200, blank=True, help_text="The date format (e.g. YYYY-MM-DD) or the constant value."
     )
-
-    objects = InvalidatingQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -268,8 +252,9 @@ class PipelineRun(models.Model):
     error = models.TextField(blank=True)
     triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     task_id = models.CharField(max_length=64, blank=True)
-    # The mapping fragments the silver step used, for the record.
+    # The mapping fragments the silver step used, and the TPA's mappings version they came from.
     mapping_snapshot = models.JSONField(default=dict, blank=True)
+    mappings_version = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -287,12 +272,12 @@ class PipelineRun(models.Model):
     def __str__(self) -> str:
         return f"run {self.pk} of {self.tpa_id} ({self.status})"
 
+    def get_absolute_url(self) -> str:
+        return reverse("tpa:run", args=[self.tpa.code, self.pk])
+
     @property
     def finished(self) -> bool:
         return self.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
-
-    def get_absolute_url(self) -> str:
-        return reverse("tpa:run", args=[self.tpa.code, self.pk])
 
     def lost_worker(self, stale_after: float, now: datetime.datetime) -> str:
         """Why a running run has lost its worker, or "" while it has one: the worker's process
@@ -365,18 +350,24 @@ class PipelineStep(models.Model):
 
 # --- who may do what -------------------------------------------------------------------------
 
+# Either permission lets a user see TPAs (tpa.operate_tpa includes looking).
+VIEW_PERMISSIONS = ("view_tpa", "operate_tpa")
+
 
 class Access(models.IntegerChoices):
     """What a user may do with TPAs: each level includes the ones before it."""
 
     NONE = 0
     VIEW = 1  # see TPAs, files, runs and previews
-    OPERATE = 2  # upload files and start runs
+    OPERATE = 2  # upload files, start and cancel runs, retry and discard files
     EDIT = 3  # edit field mappings (staff)
 
 
 async def access_for(user: Any) -> Access:
-    """Staff operate and edit; `tpa.operate_tpa` operates; `tpa.view_tpa` only looks."""
+    """Staff operate and edit; `tpa.operate_tpa` operates; `tpa.view_tpa` only looks.
+    `None` is the command line (manage.py), which may do everything."""
+    if user is None:
+        return Access.EDIT
     if not (user.is_authenticated and user.is_active):
         return Access.NONE
     if user.is_staff:
@@ -386,3 +377,16 @@ async def access_for(user: Any) -> Access:
     if await user.ahas_perm("tpa.view_tpa"):
         return Access.VIEW
     return Access.NONE
+
+
+async def get_tpa_or_404(user: Any, code: str, need: Access = Access.VIEW) -> tuple[Tpa, Access]:
+    """The TPA `code` if `user` may see it (else Http404, so its existence does not leak), and
+    what they may do with it; PermissionDenied when that is less than `need`. Pages, the API
+    and the commands (user None) all ask this one function."""
+    tpa = await Tpa.objects.visible_to(user).select_related("target_schema").filter(code=code).afirst()
+    if tpa is None:
+        raise Http404("No such TPA.")
+    access = await access_for(user)
+    if access < need:
+        raise PermissionDenied("Only TPA operators may do this." if need < Access.EDIT else "Only staff may do this.")
+    return tpa, access

@@ -30,7 +30,7 @@ from django_tasks_db.models import DBTaskResult
 
 from project.sources import SourceError, inflight
 from tpa import snowflake
-from tpa.cache import master_data
+from tpa.cache import load_master_data
 from tpa.mapping import MappingError, silver_fragments
 from tpa.models import (
     FileStatus,
@@ -43,7 +43,6 @@ from tpa.models import (
     Tpa,
     worker_name,
 )
-from tpa.staging import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -63,34 +62,6 @@ def heartbeat_seconds() -> float:
 def worker_lost_after() -> float:
     """Seconds without a heartbeat after which a run's worker counts as gone."""
     return settings.TPA_WORKER_LOST_AFTER
-
-
-async def start_run(tpa: Tpa, user: Any, *, enqueue: bool = True) -> PipelineRun:
-    """Create a run over the TPA's pending files and enqueue it; Refused when there is nothing to do."""
-    if not tpa.active:
-        raise Refused(f"{tpa.code} is inactive.", status=409)
-    if active := await PipelineRun.objects.active().filter(tpa=tpa).afirst():
-        raise Refused(f"Run {active.pk} of {tpa.code} is {active.status}; wait for it to finish.", status=409)
-    files = [f async for f in IngestionFile.objects.pending().filter(tpa=tpa).order_by("uploaded_at", "id")]
-    if not files:
-        raise Refused(f"{tpa.code} has no files waiting: upload one first.", status=409)
-    run = await PipelineRun.objects.acreate(
-        tpa=tpa, triggered_by=user if getattr(user, "is_authenticated", False) else None
-    )
-    await run.files.aset(files)
-    await PipelineStep.objects.abulk_create(
-        [PipelineStep(run=run, name=step, position=n) for n, step in enumerate(Step.values)]
-    )
-    await IngestionFile.objects.filter(pk__in=[f.pk for f in files]).aupdate(
-        status=FileStatus.QUEUED, error="", updated_at=timezone.now()
-    )
-    if enqueue:
-        from tpa.tasks import run_pipeline
-
-        result = await run_pipeline.aenqueue(run.pk)
-        run.task_id = str(result.id)
-        await run.asave(update_fields=["task_id"])
-    return run
 
 
 async def load_run(run_id: int) -> PipelineRun:
@@ -148,7 +119,11 @@ async def execute_run(run_id: int) -> PipelineRun:
         heartbeat.cancel()
     run.finished_at = timezone.now()
     ours = await PipelineRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).aupdate(
-        status=run.status, error=run.error, finished_at=run.finished_at, mapping_snapshot=run.mapping_snapshot
+        status=run.status,
+        error=run.error,
+        finished_at=run.finished_at,
+        mapping_snapshot=run.mapping_snapshot,
+        mappings_version=run.mappings_version,
     )
     if not ours:  # marked failed meanwhile by `recover`: that record stands
         return await _fetch_run(run.pk)
@@ -227,7 +202,8 @@ async def _bronze(files: list[IngestionFile]):  # type: ignore[no-untyped-def]
 
 
 async def _silver(run: PipelineRun, tpa: Tpa, files: list[IngestionFile]):  # type: ignore[no-untyped-def]
-    master = await master_data(tpa.code)
+    master = await load_master_data(tpa.code)  # from Postgres: never a stale cached copy
+    run.mappings_version = master.mappings_version
     for file in files:
         try:
             fragments = silver_fragments(master, file.columns)
@@ -256,10 +232,10 @@ async def _gold(tpa: Tpa, files: list[IngestionFile]):  # type: ignore[no-untype
     yield int(result.value.get("monthly") or 0), result.query_id, tpa.code, result.value
 
 
-async def wait_for(run_id: int, timeout: float, interval: float = 0.25) -> PipelineRun:
-    """The run once it finished, or as it is when `timeout` seconds passed."""
+async def wait_for(run_id: int, seconds: float, interval: float = 0.25) -> PipelineRun:
+    """The run once it finished, or as it is when `seconds` passed."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while True:
         run = await load_run(run_id)
         if run.finished or loop.time() >= deadline:

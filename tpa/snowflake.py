@@ -8,6 +8,7 @@ travel as bound parameters.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -125,8 +126,11 @@ async def put(local: Path, directory: str, name: str) -> QueryResult:
     """PUT a file on disk to @BRONZE.TPA_FILES/<directory>/<name>, streamed from the open file."""
     _checked_path(f"{directory}/{name}")
     statement = f"PUT 'file://{name}' @{STAGE}/{directory}/ AUTO_COMPRESS = FALSE OVERWRITE = FALSE"
-    with open(local, "rb") as stream:
+    stream = await asyncio.to_thread(open, local, "rb")
+    try:
         result = await _source().execute(statement, timeout=stage_timeout(), read_only=False, file_stream=stream)
+    finally:
+        stream.close()
     status = str(result.rows[0][6]).upper() if result.rows and len(result.rows[0]) > 6 else "UPLOADED"
     if status != "UPLOADED":
         raise QueryError(
@@ -196,7 +200,10 @@ class Preview:
 def preview_sql(layer: str, width: int, silver_table: str) -> str:
     if layer == "bronze":
         positions = "".join(f", C{n:02d}" for n in range(1, min(width, 40) + 1))
-        return f"SELECT SOURCE_FILE, LINE_NO{positions} FROM BRONZE.RAW_ROWS WHERE TPA_CODE = %(tpa)s ORDER BY SOURCE_FILE, LINE_NO"
+        return (
+            f"SELECT SOURCE_FILE, LINE_NO{positions} FROM BRONZE.RAW_ROWS"
+            " WHERE TPA_CODE = %(tpa)s ORDER BY SOURCE_FILE, LINE_NO"
+        )
     if layer == "silver":
         if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,62}", silver_table):
             raise ValueError(f"bad table {silver_table!r}")

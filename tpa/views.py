@@ -6,6 +6,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, Prefetch
 from django.forms import modelformset_factory
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -16,25 +17,21 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from project.ratelimit import ratelimit
 from project.sources import SourceError
 from tpa import snowflake, uploads
-from tpa.cache import master_data, tpa_list
+from tpa.cache import bump_mappings_version, invalidate, master_data, stale_warning, tpa_list
 from tpa.forms import FieldMappingForm, FieldMappingFormSet
-from tpa.models import Access, FieldMapping, FileStatus, IngestionFile, PipelineRun, PipelineStep, Tpa, access_for
-from tpa.pipeline import load_run, start_run
+from tpa.models import (
+    Access,
+    FieldMapping,
+    FileStatus,
+    IngestionFile,
+    PipelineRun,
+    PipelineStep,
+    access_for,
+    get_tpa_or_404,
+)
+from tpa.pipeline import load_run
+from tpa.runs import start_run
 from tpa.staging import Refused
-
-
-async def _tpa(request: HttpRequest, code: str, need: Access = Access.VIEW) -> tuple[Tpa, Access]:
-    """The TPA at this URL if the user may see it (else 404), and may do `need` (else 403)."""
-    access = await access_for(await request.auser())
-    if access < Access.VIEW:
-        raise Http404("No such TPA.")
-    try:
-        tpa = await Tpa.objects.select_related("target_schema").aget(code=code)
-    except Tpa.DoesNotExist:
-        raise Http404("No such TPA.") from None
-    if access < need:
-        raise PermissionDenied("Only TPA operators may do this.")
-    return tpa, access
 
 
 @require_GET
@@ -42,6 +39,8 @@ async def tpa_index(request: HttpRequest) -> HttpResponse:
     access = await access_for(await request.auser())
     if access < Access.VIEW:
         raise PermissionDenied("You have no access to TPAs.")
+    # TPA permissions are app-wide (Tpa.objects.visible_to): whoever may see one sees them all,
+    # so the cached list needs no per-user filter, and the page no query on tpa_tpa.
     counts: dict[str, dict[str, int]] = {}
     async for row in IngestionFile.objects.values("tpa__code", "status").annotate(n=Count("id")):
         counts.setdefault(row["tpa__code"], {})[row["status"]] = row["n"]
@@ -70,7 +69,7 @@ def _page(request: HttpRequest, name: str) -> int:
 
 @require_GET
 async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
-    tpa, access = await _tpa(request, code)
+    tpa, access = await get_tpa_or_404(await request.auser(), code)
     master = await master_data(tpa.code)
     files = [f async for f in tpa.files.select_related("uploaded_by")[:50]]
     runs = [
@@ -80,11 +79,16 @@ async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
         )[:10]
     ]
     columns = files[0].columns if files else master.source_columns
-    options = {"bronze_columns": columns, "silver_table": master.table_name}
     async with asyncio.TaskGroup() as group:
         staged = group.create_task(_panel(snowflake.list_stage(f"{tpa.stage_prefix}/")))
         previews = {
-            layer: group.create_task(_panel(snowflake.preview(layer, tpa.code, _page(request, layer), **options)))
+            layer: group.create_task(
+                _panel(
+                    snowflake.preview(
+                        layer, tpa.code, _page(request, layer), bronze_columns=columns, silver_table=master.table_name
+                    )
+                )
+            )
             for layer in ("bronze", "silver", "gold")
         }
     return render(
@@ -107,7 +111,7 @@ async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
 @require_POST
 @ratelimit("upload")
 async def tpa_upload(request: HttpRequest, code: str) -> HttpResponse:
-    tpa, _ = await _tpa(request, code, Access.OPERATE)
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
     uploaded = (await sync_to_async(lambda: request.FILES)()).get("file")
     if uploaded is None:
         messages.error(request, "Choose a CSV file to upload.")
@@ -124,7 +128,7 @@ async def tpa_upload(request: HttpRequest, code: str) -> HttpResponse:
 @require_POST
 @ratelimit("pipeline-start")
 async def run_start(request: HttpRequest, code: str) -> HttpResponse:
-    tpa, _ = await _tpa(request, code, Access.OPERATE)
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
     try:
         run = await start_run(tpa, request.user)
     except Refused as exc:
@@ -134,7 +138,7 @@ async def run_start(request: HttpRequest, code: str) -> HttpResponse:
 
 
 async def _run(request: HttpRequest, code: str, run_id: int) -> tuple[PipelineRun, Access]:
-    tpa, access = await _tpa(request, code)
+    tpa, access = await get_tpa_or_404(await request.auser(), code)
     try:
         run = await load_run(run_id)
     except PipelineRun.DoesNotExist:
@@ -186,19 +190,25 @@ MappingFormSet = modelformset_factory(
 
 @require_http_methods(["GET", "POST"])
 async def edit_mappings(request: HttpRequest, code: str) -> HttpResponse:
-    tpa, _ = await _tpa(request, code, Access.EDIT)
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.EDIT)
 
     def handle() -> HttpResponse | None:
         # Forms read the database while validating and rendering: all of it in one thread.
         queryset = FieldMapping.objects.filter(tpa=tpa, target_schema=tpa.target_schema).order_by("id")
-        kwargs = {"queryset": queryset, "form_kwargs": {"tpa": tpa}}
+        kwargs: dict[str, Any] = {"queryset": queryset, "form_kwargs": {"tpa": tpa}}
         formset = MappingFormSet(request.POST, **kwargs) if request.method == "POST" else MappingFormSet(**kwargs)
         if request.method == "POST" and formset.is_valid():
-            formset.save()
+            with transaction.atomic():
+                formset.save()
+                bump_mappings_version(tpa.pk)
             return None
         return render(request, "tpa/mappings.html", {"tpa": tpa, "formset": formset})
 
     if (response := await sync_to_async(handle)()) is not None:
         return response
-    messages.success(request, "Mappings saved. The next run uses them.")
+    # After the commit: a reader that misses now loads the saved rows.
+    if warning := stale_warning(await sync_to_async(invalidate)(tpas=False)):
+        messages.warning(request, warning)
+    else:
+        messages.success(request, "Mappings saved. The next run uses them.")
     return HttpResponseRedirect(reverse("tpa:mappings", args=[tpa.code]))

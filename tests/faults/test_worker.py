@@ -27,7 +27,7 @@ from tests.faults.conftest import BASE_DIR, Emulator
 from tests.tpa.conftest import claims_file, work
 from tpa import snowflake
 from tpa.models import FileStatus, IngestionFile, PipelineRun, PipelineStep, RunStatus, StepStatus, Tpa, worker_name
-from tpa.pipeline import start_run
+from tpa.runs import start_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

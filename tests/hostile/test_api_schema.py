@@ -21,7 +21,7 @@ from tests.hostile.conftest import LiveServer
 from tests.reports.conftest import make_filter, make_panel, make_report
 from tpa import demo
 from tpa.models import IngestionFile, Tpa
-from tpa.pipeline import start_run
+from tpa.runs import start_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

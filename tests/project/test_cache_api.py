@@ -92,9 +92,9 @@ def test_it_records_api_invalidation_in_the_admin_log(cache_admin, owner_client)
     assert "Invalidated through the API" in entry.change_message
 
 
-def test_it_answers_503_for_master_data_until_a_loader_is_registered(member_client) -> None:
+def test_it_answers_503_for_master_data_until_a_loader_is_registered(owner_client) -> None:
     cache._warmers.clear()  # as in a deployment without the tpa app
-    response = member_client.get("/api/tpa/master-data")
+    response = owner_client.get("/api/tpa/master-data")
     assert response.status_code == 503
     assert "no warmer is registered for the cache namespace 'master-data'" in response.json()["detail"]
 
@@ -105,20 +105,24 @@ class Schema:
     version: int
 
 
-def test_it_serves_master_data_from_the_cache_and_reloads_when_fresh(member_client) -> None:
+def test_it_serves_master_data_from_the_cache_and_reloads_when_fresh(owner_client) -> None:
+    from tpa.demo import claims_schema
+    from tpa.models import Tpa
+
+    Tpa.objects.create(code="ACME", name="Acme", target_schema=claims_schema())
     loads = {"n": 0}
 
-    async def load_master_data() -> list[object]:
+    async def load_master_data() -> dict[str, object]:
         loads["n"] += 1
-        return ["schema", f"v{loads['n']}", Schema("claims", loads["n"])]
+        return {"ACME": Schema("claims", loads["n"]), "GONE": Schema("not a TPA the user may see", 0)}
 
     cache.register_warmer("master-data", load_master_data)
-    first = member_client.get("/api/tpa/master-data").json()
-    second = member_client.get("/api/tpa/master-data").json()
-    fresh = member_client.get("/api/tpa/master-data?fresh=1").json()
-    assert (first["data"][:2], first["cached"]) == (["schema", "v1"], False)
-    assert (second["data"][:2], second["cached"]) == (["schema", "v1"], True)
-    assert (fresh["data"], fresh["cached"]) == (["schema", "v2", {"name": "claims", "version": 2}], False)
+    first = owner_client.get("/api/tpa/master-data").json()
+    second = owner_client.get("/api/tpa/master-data").json()
+    fresh = owner_client.get("/api/tpa/master-data?fresh=1").json()
+    assert (first["data"], first["cached"]) == ({"ACME": {"name": "claims", "version": 1}}, False)
+    assert (second["data"], second["cached"]) == ({"ACME": {"name": "claims", "version": 1}}, True)
+    assert (fresh["data"], fresh["cached"]) == ({"ACME": {"name": "claims", "version": 2}}, False)
 
 
 # --- manage.py ----------------------------------------------------------------------------

@@ -6,11 +6,14 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.cache import cache as django_cache
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 
 from project import cache, ratelimit
+from tpa.demo import claims_schema
+from tpa.models import Tpa
 
 
 @pytest.fixture(autouse=True)
@@ -21,12 +24,15 @@ def clean_cache() -> Iterator[None]:
 
 
 @pytest.fixture
-def master_data() -> Iterator[dict[str, int]]:
+def master_data(db: None, member) -> Iterator[dict[str, int]]:
+    # /api/tpa/master-data answers only with TPAs the user may see: one TPA, seen by both users.
+    Tpa.objects.create(code="ACME", name="Acme", target_schema=claims_schema())
+    member.user_permissions.add(Permission.objects.get(codename="view_tpa"))
     loads = {"n": 0}
 
-    async def load_master_data() -> dict[str, int]:
+    async def load_master_data() -> dict[str, dict[str, int]]:
         loads["n"] += 1
-        return {"version": loads["n"]}
+        return {"ACME": {"version": loads["n"]}}
 
     previous = cache.warmer("master-data")
     cache.register_warmer("master-data", load_master_data)
@@ -43,8 +49,8 @@ def fresh_twice_an_hour(settings) -> None:
 def test_it_answers_429_with_retry_after_past_the_limit_and_works_again_after(
     owner, owner_client, master_data, fresh_twice_an_hour
 ) -> None:
-    assert owner_client.get("/api/tpa/master-data?fresh=1").json()["data"] == {"version": 1}
-    assert owner_client.get("/api/tpa/master-data?fresh=1").json()["data"] == {"version": 2}
+    assert owner_client.get("/api/tpa/master-data?fresh=1").json()["data"] == {"ACME": {"version": 1}}
+    assert owner_client.get("/api/tpa/master-data?fresh=1").json()["data"] == {"ACME": {"version": 2}}
     refused = owner_client.get("/api/tpa/master-data?fresh=1")
     assert refused.status_code == 429
     assert 0 < int(refused["Retry-After"]) <= 3600
@@ -52,11 +58,11 @@ def test_it_answers_429_with_retry_after_past_the_limit_and_works_again_after(
     assert master_data["n"] == 2
     # Cached reads are not limited.
     cached = owner_client.get("/api/tpa/master-data").json()
-    assert (cached["data"], cached["cached"]) == ({"version": 2}, True)
+    assert (cached["data"], cached["cached"]) == ({"ACME": {"version": 2}}, True)
     ratelimit.reset("fresh", f"user:{owner.pk}")  # the window ends
     again = owner_client.get("/api/tpa/master-data?fresh=1")
     assert again.status_code == 200
-    assert again.json()["data"] == {"version": 3}
+    assert again.json()["data"] == {"ACME": {"version": 3}}
 
 
 def test_it_counts_each_user_separately(owner_client, member_client, master_data, fresh_twice_an_hour) -> None:

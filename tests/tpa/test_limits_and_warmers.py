@@ -139,8 +139,9 @@ def cache_admin(owner: User) -> User:
 
 
 def test_it_serves_every_tpas_master_data_and_reloads_it_when_fresh(
-    make_tpa, cache_admin: User, owner_client: Client, member_client: Client
+    make_tpa, cache_admin: User, owner_client: Client, member: User, member_client: Client
 ) -> None:
+    member.user_permissions.add(Permission.objects.get(codename="view_tpa"))  # sees TPAs
     acme, other = make_tpa(), make_tpa()
     warmed = owner_client.post("/admin/caches/master-data/warm/", follow=True)
     assert "Warmed master-data" in warmed.content.decode()

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.db.models import F
 
 from tests.tpa.conftest import break_mapping, claims_file, counts, fix_mapping, work
-from tpa.models import FileStatus, IngestionFile, PipelineRun
+from tpa.cache import master_data
+from tpa.models import FileStatus, IngestionFile, PipelineRun, Tpa
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,3 +80,22 @@ def test_it_refuses_a_run_with_nothing_to_do(make_tpa, owner_client) -> None:
     response = owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs")
     assert response.status_code == 409
     assert "no files waiting" in response.json()["detail"]
+
+
+def test_it_applies_the_mappings_in_postgres_even_when_the_cache_holds_older_ones(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=5)})
+    cached = async_to_sync(master_data)(tpa.code)
+    # A change the cache was not told about (a shell, a failed invalidation): the run must see it.
+    break_mapping(tpa)
+    Tpa.objects.filter(pk=tpa.pk).update(mappings_version=F("mappings_version") + 1)
+    assert async_to_sync(master_data)(tpa.code) == cached  # the cache still has the old mappings
+
+    run = owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs").json()
+    work()
+
+    failed = owner_client.get(run["status_url"]).json()
+    assert failed["status"] == "failed" and "Could not parse string" in failed["error"]
+    recorded = PipelineRun.objects.get(pk=run["id"])
+    assert recorded.mappings_version == cached.mappings_version + 1
+    assert "MM/DD/YYYY" in next(iter(recorded.mapping_snapshot.values()))["select_list"]

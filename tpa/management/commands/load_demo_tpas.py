@@ -3,13 +3,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError
 
 from project.sources import SourceError
 from tpa import demo, uploads
 from tpa.models import IngestionFile, RunStatus, Tpa
-from tpa.pipeline import execute_run, start_run
+from tpa.pipeline import execute_run
+from tpa.runs import start_run
 from tpa.staging import Refused
 
 
@@ -45,7 +45,7 @@ class Command(BaseCommand):
             run = await execute_run(run.pk)
             steps = ", ".join(
                 f"{s.name} {s.status} {s.rows} rows {s.duration or 0:.2f} s"
-                for s in await sync_to_async(list)(run.steps.all())
+                for s in run.steps.all()  # prefetched by execute_run
             )
             style = self.style.SUCCESS if run.status == RunStatus.SUCCEEDED else self.style.ERROR
             self.stdout.write(

@@ -4,9 +4,11 @@ import asyncio
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.http import Http404
 
-from tpa.models import PipelineRun, RunStatus, Tpa
-from tpa.pipeline import execute_run, load_run, start_run, wait_for
+from tpa.models import PipelineRun, RunStatus, Tpa, get_tpa_or_404
+from tpa.pipeline import execute_run, load_run, wait_for
+from tpa.runs import start_run
 from tpa.staging import Refused
 
 
@@ -20,11 +22,16 @@ def describe(run: PipelineRun) -> str:
     return "\n".join(lines)
 
 
-async def run_for(code: str, *, wait: bool, inline: bool, timeout: float) -> PipelineRun:
+async def tpa_for(code: str) -> Tpa:
+    """The TPA a command names, through the same lookup as the pages (the command line sees all)."""
     try:
-        tpa = await Tpa.objects.aget(code=code)
-    except Tpa.DoesNotExist:
+        return (await get_tpa_or_404(None, code))[0]
+    except Http404:
         raise CommandError(f"No TPA with code {code!r}.") from None
+
+
+async def run_for(code: str, *, wait: bool, inline: bool, seconds: float) -> PipelineRun:
+    tpa = await tpa_for(code)
     try:
         run = await start_run(tpa, None, enqueue=not inline)
     except Refused as exc:
@@ -32,7 +39,7 @@ async def run_for(code: str, *, wait: bool, inline: bool, timeout: float) -> Pip
     if inline:
         await execute_run(run.pk)
     elif wait:
-        return await wait_for(run.pk, timeout, interval=0.5)
+        return await wait_for(run.pk, seconds, interval=0.5)
     return await load_run(run.pk)
 
 
@@ -47,7 +54,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = asyncio.run(
-            run_for(options["code"], wait=options["wait"], inline=options["inline"], timeout=options["timeout"])
+            run_for(options["code"], wait=options["wait"], inline=options["inline"], seconds=options["timeout"])
         )
         self.stdout.write(describe(run))
         if run.status == RunStatus.FAILED:

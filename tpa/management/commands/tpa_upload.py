@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from tpa import uploads
-from tpa.management.commands.tpa_run import describe, run_for
-from tpa.models import RunStatus, Tpa
+from tpa.management.commands.tpa_run import describe, run_for, tpa_for
+from tpa.models import RunStatus
 from tpa.staging import CHUNK, Refused
 
 
@@ -35,10 +35,7 @@ class Command(BaseCommand):
             raise CommandError(f"{path} is not a file.")
 
         async def go() -> None:
-            try:
-                tpa = await Tpa.objects.aget(code=options["code"])
-            except Tpa.DoesNotExist:
-                raise CommandError(f"No TPA with code {options['code']!r}.") from None
+            tpa = await tpa_for(options["code"])
             try:
                 file = await uploads.upload(tpa, path.name, chunks(path), None)
             except Refused as exc:
@@ -46,7 +43,7 @@ class Command(BaseCommand):
             self.stdout.write(f"staged {file.stage_path}: {file.row_count} rows, sha256 {file.sha256[:12]}")
             if options["run"]:
                 run = await run_for(
-                    tpa.code, wait=options["wait"], inline=options["inline"], timeout=options["timeout"]
+                    tpa.code, wait=options["wait"], inline=options["inline"], seconds=options["timeout"]
                 )
                 self.stdout.write(describe(run))
                 if run.status == RunStatus.FAILED:
