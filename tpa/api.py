@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 from django.urls import reverse
 from ninja import File, Router, Schema, Status
 from ninja.errors import HttpError
@@ -19,7 +19,7 @@ from tpa import uploads
 from tpa.cache import tpa_list
 from tpa.models import Access, IngestionFile, PipelineRun, Tpa, access_for, get_tpa_or_404
 from tpa.pipeline import load_run, wait_for
-from tpa.runs import start_run
+from tpa.runs import cancel_run, discard_file, get_file_or_404, get_run_or_404, retry_file, start_run
 from tpa.staging import Refused
 
 router = Router(tags=["tpa"])
@@ -136,12 +136,14 @@ async def list_files(request: HttpRequest, code: str, status: str = "") -> list[
 
 
 @router.post("/tpas/{code}/files", response={201: FileOut, 400: Error, 409: Error, 413: Error, 429: Error, 502: Error})
-async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile]) -> Status:
-    """Upload a CSV: checked against the TPA's mappings, refused if a duplicate, staged, recorded."""
+async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile], replaces: int | None = None) -> Status:
+    """Upload a CSV: checked against the TPA's mappings, refused if a duplicate, staged, recorded.
+    `replaces`: the id of a failed file this one corrects (it is discarded once this is staged)."""
     await acheck(request, "upload")
     tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
+    old = await get_file_or_404(tpa, replaces) if replaces is not None else None
     try:
-        record = await uploads.upload(tpa, file.name or "", file.chunks(), request.user)
+        record = await uploads.upload(tpa, file.name or "", file.chunks(), request.user, replaces=old)
     except Refused as exc:
         return Status(exc.status, {"detail": exc.message})
     return Status(201, file_out(record, tpa.code))
@@ -177,13 +179,40 @@ async def create_run_and_wait(request: HttpRequest, code: str, timeout: float = 
 @router.get("/tpas/{code}/runs/{run_id}", response=RunOut, url_name="tpa_run_status")
 async def run_status(request: HttpRequest, code: str, run_id: int) -> dict[str, Any]:
     tpa, _ = await get_tpa_or_404(await request.auser(), code)
+    return run_out(await get_run_or_404(tpa, run_id))
+
+
+@router.post("/tpas/{code}/runs/{run_id}/cancel", response={202: RunOut, 409: Error})
+async def cancel(request: HttpRequest, code: str, run_id: int) -> Status:
+    """Cancel a queued run, or stop a running one (202: poll the status URL until it is cancelled)."""
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
     try:
-        run = await load_run(run_id)
-    except PipelineRun.DoesNotExist:
-        raise Http404("No such run.") from None
-    if run.tpa_id != tpa.pk:
-        raise Http404("No such run.")
-    return run_out(run)
+        run = await cancel_run(await get_run_or_404(tpa, run_id), request.user)
+    except Refused as exc:
+        return Status(exc.status, {"detail": exc.message})
+    return Status(202, run_out(run))
+
+
+@router.post("/tpas/{code}/files/{file_id}/retry", response={200: FileOut, 409: Error})
+async def retry(request: HttpRequest, code: str, file_id: int) -> Status:
+    """A failed file waits for the next run again."""
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
+    try:
+        file = await retry_file(await get_file_or_404(tpa, file_id))
+    except Refused as exc:
+        return Status(exc.status, {"detail": exc.message})
+    return Status(200, file_out(file, tpa.code))
+
+
+@router.post("/tpas/{code}/files/{file_id}/discard", response={200: FileOut, 409: Error})
+async def discard(request: HttpRequest, code: str, file_id: int) -> Status:
+    """Set a failed or waiting file aside for good (its content may then be uploaded again)."""
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
+    try:
+        file = await discard_file(await get_file_or_404(tpa, file_id), request.user)
+    except Refused as exc:
+        return Status(exc.status, {"detail": exc.message})
+    return Status(200, file_out(file, tpa.code))
 
 
 @router.get(

@@ -182,18 +182,24 @@ class FieldMapping(models.Model):
 
 
 class FileStatus(models.TextChoices):
+    # Recorded before the PUT, so the database decides between two uploads of one name or
+    # one content before either touches the stage (tpa.uploads).
+    STAGING = "staging", "staging"
     UPLOADED = "uploaded", "uploaded"
     QUEUED = "queued", "queued"
     LOADING = "loading", "loading"
     LOADED = "loaded", "loaded"
     TRANSFORMED = "transformed", "transformed"
+    # Waits for a person: retry it (back to uploaded), replace it with a corrected file, or
+    # discard it. A new run never takes it by itself, so one bad file cannot fail every run.
     FAILED = "failed", "failed"
+    DISCARDED = "discarded", "discarded"
 
 
 class IngestionFileQuerySet(models.QuerySet):  # type: ignore[type-arg]
     def pending(self) -> IngestionFileQuerySet:
-        """Files a new run should process: not yet transformed, not in a running run."""
-        return self.filter(status__in=[FileStatus.UPLOADED, FileStatus.LOADED, FileStatus.FAILED])
+        """Files a new run takes: uploaded (or given back by a cancelled or lost run)."""
+        return self.filter(status=FileStatus.UPLOADED)
 
 
 class IngestionFile(models.Model):
@@ -209,15 +215,19 @@ class IngestionFile(models.Model):
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     uploaded_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The run that owns the file now (queued to it or in it); every write the pipeline makes
+    # to the file is guarded by it, so a cancelled or lost run never overwrites a newer one's.
+    run = models.ForeignKey("PipelineRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_files")
 
     objects = IngestionFileQuerySet.as_manager()
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
         constraints = [
-            # The same content twice for one TPA is a mistake, unless the first attempt failed.
+            # The same content twice for one TPA is a mistake (tpa.uploads explains which file
+            # has it, and what to do), unless the earlier one was discarded.
             models.UniqueConstraint(
-                fields=["tpa", "sha256"], condition=~Q(status="failed"), name="tpa_file_no_duplicate_content"
+                fields=["tpa", "sha256"], condition=~Q(status="discarded"), name="tpa_file_no_duplicate_content"
             )
         ]
 
@@ -237,12 +247,17 @@ class RunStatus(models.TextChoices):
     QUEUED = "queued", "queued"
     RUNNING = "running", "running"
     SUCCEEDED = "succeeded", "succeeded"
+    PARTIAL = "partial", "partly failed"  # some files reached gold, some failed alone
     FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 class PipelineRunQuerySet(models.QuerySet):  # type: ignore[type-arg]
     def active(self) -> PipelineRunQuerySet:
-        return self.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+        return self.filter(status__in=ACTIVE_RUN_STATUSES)
 
 
 class PipelineRun(models.Model):
@@ -263,11 +278,20 @@ class PipelineRun(models.Model):
     # "running" forever (tpa.pipeline.recover_abandoned marks such runs failed).
     worker = models.CharField(max_length=120, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Set by a cancel of a running run; its worker sees it within a second and stops.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.CharField(max_length=150, blank=True)
 
     objects = PipelineRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # At most one active run per TPA, whatever starts them at the same moment.
+            models.UniqueConstraint(
+                fields=["tpa"], condition=Q(status__in=["queued", "running"]), name="tpa_one_active_run"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.tpa_id} ({self.status})"
@@ -277,16 +301,14 @@ class PipelineRun(models.Model):
 
     @property
     def finished(self) -> bool:
-        return self.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+        return self.status not in ACTIVE_RUN_STATUSES
 
     def lost_worker(self, stale_after: float, now: datetime.datetime) -> str:
-        """Why a running run has lost its worker, or "" while it has one: the worker's process
-        is gone (seen from the same host), or no heartbeat came for `stale_after` seconds."""
+        """Why a running run has lost its worker, or "" while it has one: no heartbeat came for
+        `stale_after` seconds. Heartbeats only: a process id says nothing across containers
+        that share a host name."""
         if self.status != RunStatus.RUNNING:
             return ""
-        host, _, pid = self.worker.rpartition(":")
-        if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
-            return f"its process {pid} on {host} is gone"
         seen = self.heartbeat_at or self.started_at or self.created_at
         if seen is not None and (now - seen).total_seconds() > stale_after:
             return f"no heartbeat from {self.worker or 'it'} since {seen:%Y-%m-%d %H:%M:%S} UTC"
@@ -296,16 +318,6 @@ class PipelineRun(models.Model):
 def worker_name() -> str:
     """This process as a run's `worker`: "<host>:<pid>"."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True
 
 
 class Step(models.TextChoices):
@@ -320,6 +332,7 @@ class StepStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "succeeded"
     FAILED = "failed", "failed"
     SKIPPED = "skipped", "skipped"
+    CANCELLED = "cancelled", "cancelled"
 
 
 class PipelineStep(models.Model):

@@ -123,9 +123,11 @@ class StagedFile:
 
 
 async def put(local: Path, directory: str, name: str) -> QueryResult:
-    """PUT a file on disk to @BRONZE.TPA_FILES/<directory>/<name>, streamed from the open file."""
+    """PUT a file on disk to @BRONZE.TPA_FILES/<directory>/<name>, streamed from the open file.
+    OVERWRITE = TRUE: the caller holds the path in Postgres (tpa.uploads), so a file already
+    there is a leftover of an attempt that was never recorded, and a repeated PUT is safe."""
     _checked_path(f"{directory}/{name}")
-    statement = f"PUT 'file://{name}' @{STAGE}/{directory}/ AUTO_COMPRESS = FALSE OVERWRITE = FALSE"
+    statement = f"PUT 'file://{name}' @{STAGE}/{directory}/ AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
     stream = await asyncio.to_thread(open, local, "rb")
     try:
         result = await _source().execute(statement, timeout=stage_timeout(), read_only=False, file_stream=stream)

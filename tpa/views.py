@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Prefetch
 from django.forms import modelformset_factory
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -29,8 +29,7 @@ from tpa.models import (
     access_for,
     get_tpa_or_404,
 )
-from tpa.pipeline import load_run
-from tpa.runs import start_run
+from tpa.runs import cancel_run, discard_file, get_file_or_404, get_run_or_404, retry_file, start_run
 from tpa.staging import Refused
 
 
@@ -113,11 +112,14 @@ async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
 async def tpa_upload(request: HttpRequest, code: str) -> HttpResponse:
     tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
     uploaded = (await sync_to_async(lambda: request.FILES)()).get("file")
+    replaces = None
+    if request.POST.get("replaces", "").isdigit():
+        replaces = await get_file_or_404(tpa, int(request.POST["replaces"]))
     if uploaded is None:
         messages.error(request, "Choose a CSV file to upload.")
     else:
         try:
-            file = await uploads.upload(tpa, uploaded.name or "", uploaded.chunks(), request.user)
+            file = await uploads.upload(tpa, uploaded.name or "", uploaded.chunks(), request.user, replaces=replaces)
         except Refused as exc:
             messages.error(request, exc.message)
         else:
@@ -137,28 +139,54 @@ async def run_start(request: HttpRequest, code: str) -> HttpResponse:
     return HttpResponseRedirect(reverse("tpa:run", args=[tpa.code, run.pk]), status=303)
 
 
-async def _run(request: HttpRequest, code: str, run_id: int) -> tuple[PipelineRun, Access]:
-    tpa, access = await get_tpa_or_404(await request.auser(), code)
-    try:
-        run = await load_run(run_id)
-    except PipelineRun.DoesNotExist:
-        raise Http404("No such run.") from None
-    if run.tpa_id != tpa.pk:
-        raise Http404("No such run.")
-    return run, access
-
-
 @require_GET
 async def run_detail(request: HttpRequest, code: str, run_id: int) -> HttpResponse:
-    run, access = await _run(request, code, run_id)
-    return render(request, "tpa/run.html", {"run": run, "tpa": run.tpa, "access": access})
+    tpa, access = await get_tpa_or_404(await request.auser(), code)
+    run = await get_run_or_404(tpa, run_id)
+    return render(request, "tpa/run.html", {"run": run, "tpa": run.tpa, "can_operate": access >= Access.OPERATE})
 
 
 @require_GET
 async def run_steps(request: HttpRequest, code: str, run_id: int) -> HttpResponse:
     """The part of the run page that polls (static/tpa/poll.js) until the run finishes."""
-    run, _ = await _run(request, code, run_id)
-    return render(request, "tpa/_run_steps.html", {"run": run, "tpa": run.tpa})
+    tpa, access = await get_tpa_or_404(await request.auser(), code)
+    run = await get_run_or_404(tpa, run_id)
+    return render(request, "tpa/_run_steps.html", {"run": run, "tpa": run.tpa, "can_operate": access >= Access.OPERATE})
+
+
+@require_POST
+async def run_cancel(request: HttpRequest, code: str, run_id: int) -> HttpResponse:
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
+    run = await get_run_or_404(tpa, run_id)
+    try:
+        run = await cancel_run(run, request.user)
+    except Refused as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"Run {run.pk} cancelled."
+            if run.finished
+            else f"Run {run.pk} is stopping: its worker aborts the current step.",
+        )
+    return HttpResponseRedirect(reverse("tpa:run", args=[tpa.code, run.pk]), status=303)
+
+
+@require_POST
+async def file_action(request: HttpRequest, code: str, file_id: int, action: str) -> HttpResponse:
+    """Retry or discard a failed file (the Replace form is an upload with `replaces`)."""
+    tpa, _ = await get_tpa_or_404(await request.auser(), code, Access.OPERATE)
+    file = await get_file_or_404(tpa, file_id)
+    try:
+        if action == "retry":
+            await retry_file(file)
+            messages.success(request, f"{file.stage_name} waits for the next run again.")
+        else:
+            await discard_file(file, request.user)
+            messages.success(request, f"{file.stage_name} is discarded: no run takes it, and it may be uploaded again.")
+    except Refused as exc:
+        messages.error(request, exc.message)
+    return HttpResponseRedirect(tpa.get_absolute_url(), status=303)
 
 
 @require_GET

@@ -72,6 +72,8 @@ def start_worker(emulator: Emulator, log: Path) -> subprocess.Popen[bytes]:
         "SNOWFLAKE_ACCOUNT": "fakesnow",
         "SNOWFLAKE_USER": "fake",
         "SNOWFLAKE_PASSWORD": "snow",
+        # Beats often, so the test's short TPA_WORKER_LOST_AFTER never mistakes it for lost.
+        "TPA_HEARTBEAT_SECONDS": "0.2",
     }
     with open(log, "ab") as output:
         return subprocess.Popen(
@@ -94,8 +96,13 @@ def wait_until(condition: Callable[[], bool], what: str, worker: subprocess.Pope
         time.sleep(0.1)
 
 
+@pytest.fixture
+def lost_after_3s(settings) -> None:
+    settings.TPA_WORKER_LOST_AFTER = 3.0
+
+
 def test_it_fails_the_run_of_a_killed_worker_and_a_retry_loads_each_row_once(
-    slow_gold: None, on_emulator: Emulator, owner_client: Client, make_tpa, tmp_path: Path
+    slow_gold: None, lost_after_3s: None, on_emulator: Emulator, owner_client: Client, make_tpa, tmp_path: Path
 ) -> None:
     tpa = make_tpa()
     assert owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=12)}).status_code == 201
@@ -116,11 +123,15 @@ def test_it_fails_the_run_of_a_killed_worker_and_a_retry_loads_each_row_once(
     # Nothing wrote after the kill: without recovery this run would say "running" forever.
     assert PipelineRun.objects.get(pk=run_id).status == RunStatus.RUNNING
 
-    # Reading the run (page, poll or API) notices that its worker is gone.
-    failed = owner_client.get(status_url).json()
+    # Reading the run (page, poll or API) notices that its heartbeat stopped.
+    deadline = time.monotonic() + BOUND
+    while (failed := owner_client.get(status_url).json())["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert failed["status"] == "failed" and failed["finished"]
-    assert failed["error"].startswith(f"The worker stopped during gold (its process {worker.pid} on ")
-    assert failed["error"].endswith("start a new run to retry: every step is safe to repeat.")
+    assert failed["error"].startswith(
+        f"The worker stopped during gold (no heartbeat from {worker_host()}:{worker.pid} since"
+    )
+    assert failed["error"].endswith("Its files wait for the next run: every step is safe to repeat.")
     assert [(s["name"], s["status"]) for s in failed["steps"]] == [
         ("bronze", "succeeded"),
         ("silver", "succeeded"),
@@ -128,7 +139,7 @@ def test_it_fails_the_run_of_a_killed_worker_and_a_retry_loads_each_row_once(
     ]
     page = owner_client.get(f"/tpa/{tpa.code}/runs/{run_id}/").content.decode()
     assert "The worker stopped during gold" in page and "data-poll-url" not in page
-    assert IngestionFile.objects.get(tpa=tpa).status == FileStatus.FAILED
+    assert IngestionFile.objects.get(tpa=tpa).status == FileStatus.UPLOADED  # the next run takes it
     task = DBTaskResult.objects.get(pk=PipelineRun.objects.get(pk=run_id).task_id)
     assert task.status == TaskResultStatus.FAILED  # not "running" on the operations page either
 
@@ -142,6 +153,84 @@ def test_it_fails_the_run_of_a_killed_worker_and_a_retry_loads_each_row_once(
     counts = asyncio.run(snowflake.count_rows(tpa.code))
     assert counts["bronze"] == 12 and counts["silver"] == 12 and counts["gold"] >= 1  # nothing twice
     assert IngestionFile.objects.get(tpa=tpa).status == FileStatus.TRANSFORMED
+
+
+def worker_host() -> str:
+    return worker_name().rpartition(":")[0]
+
+
+def start_slow_run(client: Client, tpa: Tpa, worker: subprocess.Popen[bytes], log: Path) -> dict:
+    """Upload a file and start a run; once the worker is inside the slow gold step."""
+    assert client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=12)}).status_code == 201
+    run = client.post(f"/api/tpa/tpas/{tpa.code}/runs").json()
+    gold = PipelineStep.objects.filter(run_id=run["id"], name="gold")
+    wait_until(lambda: gold.get().status == StepStatus.RUNNING, "gold running", worker, log)
+    return run
+
+
+def wait_for_status(client: Client, url: str, status: str, worker: subprocess.Popen[bytes], log: Path) -> dict:
+    wait_until(lambda: client.get(url).json()["status"] == status, f"the run {status}", worker, log)
+    return client.get(url).json()
+
+
+@pytest.fixture
+def worker(on_emulator: Emulator, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A live db_worker process and its log, killed after the test."""
+    log = tmp_path / "worker.log"
+    process = start_worker(on_emulator, log)
+    yield process, log
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_it_cancels_a_running_run_from_the_page_and_its_worker_goes_on_with_the_next(
+    slow_gold: None, worker: tuple[subprocess.Popen[bytes], Path], owner_client: Client, make_tpa
+) -> None:
+    tpa, (process, log) = make_tpa(), worker
+    run = start_slow_run(owner_client, tpa, process, log)
+    # Gold waits 600 s in the warehouse: only a cancel that reaches the call ends it now.
+    answer = owner_client.post(f"/tpa/{tpa.code}/runs/{run['id']}/cancel", follow=True)
+    assert f"Run {run['id']} is stopping" in answer.content.decode()
+    cancelled = wait_for_status(owner_client, run["status_url"], "cancelled", process, log)
+    assert cancelled["error"] == "Cancelled by alice."
+    # The cancel is not a failure of the step it interrupted.
+    assert [(s["name"], s["status"]) for s in cancelled["steps"]] == [
+        ("bronze", "succeeded"),
+        ("silver", "succeeded"),
+        ("gold", "cancelled"),
+    ]
+    file = IngestionFile.objects.get(tpa=tpa)
+    assert (file.status, file.run_id) == (FileStatus.UPLOADED, None)  # retryable
+    assert owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs/{run['id']}/cancel").status_code == 409
+
+    deploy(GOLD_FILE.read_text())
+    retried = owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs").json()
+    done = wait_for_status(owner_client, retried["status_url"], "succeeded", process, log)
+    assert done["files"] == [file.stage_path]
+    counts = asyncio.run(snowflake.count_rows(tpa.code))
+    assert counts["bronze"] == 12 and counts["silver"] == 12
+
+
+def test_it_never_lets_a_run_taken_from_a_slow_worker_overwrite_the_newer_runs_files(
+    slow_gold: None, worker: tuple[subprocess.Popen[bytes], Path], owner_client: Client, make_tpa
+) -> None:
+    tpa, (process, log) = make_tpa(), worker
+    stale = start_slow_run(owner_client, tpa, process, log)
+    # The worker is alive but counted lost (as after a long pause): the run is failed and
+    # its file given back, and a new run takes the file at once.
+    call_command("tpa_recover", "--lost-after", "0", stdout=io.StringIO())
+    newer = owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs").json()
+    file = IngestionFile.objects.get(tpa=tpa)
+    assert (file.status, file.run_id) == (FileStatus.QUEUED, newer["id"])
+
+    deploy(GOLD_FILE.read_text())
+    done = wait_for_status(owner_client, newer["status_url"], "succeeded", process, log)
+    wait_until(lambda: "the run was marked failed elsewhere" in log.read_text(), "the stale run stopping", process, log)
+    old = owner_client.get(stale["status_url"]).json()
+    assert old["status"] == "failed" and old["error"].startswith("The worker stopped during gold (no heartbeat")
+    file.refresh_from_db()
+    assert (file.status, file.run_id, file.error) == (FileStatus.TRANSFORMED, newer["id"], "")
+    assert done["steps"][0]["rows"] == 12
 
 
 def running_run(tpa: Tpa, *, worker: str, seen_ago: timedelta) -> PipelineRun:
@@ -177,7 +266,7 @@ def test_tpa_recover_fails_runs_without_a_heartbeat_and_leaves_live_ones(make_tp
     assert lost.error.startswith("The worker stopped during bronze (no heartbeat from worker-7.example:4242 since ")
     steps = dict(PipelineStep.objects.filter(run=lost).values_list("name", "status"))
     assert steps == {"bronze": "failed", "silver": "skipped", "gold": "skipped"}
-    assert IngestionFile.objects.get(tpa=lost.tpa).status == FileStatus.FAILED  # waiting for a retry
+    assert IngestionFile.objects.get(tpa=lost.tpa).status == FileStatus.UPLOADED  # the next run takes it
     live.refresh_from_db()
     assert live.status == RunStatus.RUNNING
 

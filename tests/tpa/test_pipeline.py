@@ -65,7 +65,11 @@ def test_it_marks_the_failing_step_and_a_rerun_after_the_fix_duplicates_nothing(
     assert IngestionFile.objects.get(tpa=broken).status == FileStatus.FAILED
     assert counts(broken.code)["bronze"] == 25 and counts(broken.code)["silver"] == 0
 
+    # A failed file waits for a person: no run takes it again by itself.
+    assert "1 failed file waits for you" in owner_client.post(f"/api/tpa/tpas/{broken.code}/runs").json()["detail"]
     fix_mapping(broken)
+    file = IngestionFile.objects.get(tpa=broken)
+    assert owner_client.post(f"/api/tpa/tpas/{broken.code}/files/{file.pk}/retry").json()["status"] == "uploaded"
     rerun = owner_client.post(f"/api/tpa/tpas/{broken.code}/runs")
     assert rerun.status_code == 202
     work()
