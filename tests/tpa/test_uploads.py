@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 
-from django.test import override_settings
+import pytest
+from django.db import connection
+from django.test import Client, override_settings
 from django.utils import timezone
 
+from project.sources import SourceTimeout
 from tests.tpa.conftest import claims_file, staged
+from tpa import snowflake
 from tpa.models import FileStatus, IngestionFile
 
 
@@ -84,3 +90,85 @@ def _file(content: bytes, name: str) -> io.BytesIO:
     data = io.BytesIO(content)
     data.name = name
     return data
+
+
+def upload_together(owner, tpa, files: list[io.BytesIO]) -> list[int]:
+    """Post the files to the API at the same moment, each from its own client and thread."""
+    barrier = threading.Barrier(len(files))
+    statuses: list[int] = []
+
+    def post(file: io.BytesIO) -> None:
+        client = Client()
+        client.force_login(owner)
+        barrier.wait()
+        try:
+            statuses.append(client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": file}).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(file,)) for file in files]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return sorted(statuses)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_both_of_two_uploads_of_one_name_at_the_same_moment(make_tpa, owner) -> None:
+    tpa = make_tpa()
+    assert upload_together(owner, tpa, [claims_file(seed=1), claims_file(seed=2)]) == [201, 201]
+    paths = sorted(IngestionFile.objects.filter(tpa=tpa).values_list("stage_path", flat=True))
+    assert len(paths) == 2 and paths[0].endswith("/claims.csv") != paths[1].endswith("/claims.csv")
+    assert sorted(staged(tpa.code)) == paths  # every recorded file is on the stage
+    assert set(IngestionFile.objects.filter(tpa=tpa).values_list("status", flat=True)) == {FileStatus.UPLOADED}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_the_winner_of_two_uploads_of_one_content_at_the_same_moment(make_tpa, owner) -> None:
+    tpa = make_tpa()
+    assert upload_together(owner, tpa, [claims_file(name="a.csv"), claims_file(name="b.csv")]) == [201, 409]
+    recorded = IngestionFile.objects.get(tpa=tpa)
+    assert staged(tpa.code) == [recorded.stage_path]  # the loser removed nothing
+
+
+def test_it_records_a_file_whose_put_timed_out_on_the_client_but_landed(make_tpa, owner_client, monkeypatch) -> None:
+    tpa = make_tpa()
+    real_put = snowflake.put
+
+    async def put_then_time_out(*args: object) -> None:
+        await real_put(*args)  # type: ignore[arg-type]
+        raise SourceTimeout("snowflake", 120)  # the answer never reached the client
+
+    monkeypatch.setattr("tpa.snowflake.put", put_then_time_out)
+    response = owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file()})
+    assert response.status_code == 201, response.content
+    assert staged(tpa.code) == [response.json()["stage_path"]]
+    assert IngestionFile.objects.get(tpa=tpa).status == FileStatus.UPLOADED
+
+
+def test_it_removes_a_file_whose_put_timed_out_and_did_not_land(make_tpa, owner_client, monkeypatch) -> None:
+    tpa = make_tpa()
+
+    async def time_out(*args: object) -> None:
+        raise SourceTimeout("snowflake", 120)
+
+    monkeypatch.setattr("tpa.snowflake.put", time_out)
+    response = owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file()})
+    assert response.status_code == 502
+    assert "nothing was recorded" in response.json()["detail"]
+    assert not IngestionFile.objects.filter(tpa=tpa).exists() and staged(tpa.code) == []
+
+
+def test_it_uploads_over_a_staged_file_that_has_no_record(make_tpa, owner_client, tmp_path) -> None:
+    tpa = make_tpa()
+    # What an earlier attempt left when its record was never written (its process died).
+    directory = f"{tpa.code.lower()}/{timezone.localdate():%Y/%m/%d}"
+    leftover = tmp_path / "claims.csv"
+    leftover.write_bytes(b"TPA_CODE,SOURCE_FILE,LINE_NO\n")
+    asyncio.run(snowflake.put(leftover, directory, "claims.csv"))
+
+    response = owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=5)})
+    assert response.status_code == 201, response.content
+    assert response.json()["stage_path"] == f"{directory}/claims.csv"
+    assert [f.size for f in asyncio.run(snowflake.list_stage(f"{directory}/claims.csv"))] != [leftover.stat().st_size]
