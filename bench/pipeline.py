@@ -6,6 +6,8 @@
 Deploys the warehouse objects, creates the demo TPAs, then for each file size uploads
 ROUNDS fresh generated claim files of one TPA and runs the pipeline in this process
 (the same `execute_run` a db_worker calls). Reports the median seconds per step.
+
+    python -m devtools.services run --data-dir .data/bench --fresh --redis -- python -m bench.pipeline
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import statistics
 
 import django
 
-SIZES = (250, 5000)
+SIZES = (250, 5000, 50000)
 ROUNDS = 3
 
 

@@ -9,15 +9,15 @@ described in devtools/emulator/__init__.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import duckdb
 import snowflake.connector.errors
 from fakesnow.cursor import FakeSnowflakeCursor
-from snowflake.connector.cursor import DictCursor, SnowflakeCursor
 
 from devtools.emulator import stage, system_functions
 from devtools.emulator.running import QueryCancelled, RunningQuery
@@ -54,7 +54,13 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 # nested CALLs (directly or through EXECUTE IMMEDIATE) deeper than this are a runaway recursion
 _MAX_DEPTH = 32
 
-_DML = {"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"}
+# The statements after which SQLROWCOUNT, SQLFOUND and SQLNOTFOUND hold a count: DML only.
+# COPY INTO, REMOVE, TRUNCATE and queries are not DML, and since the 2025_01 behaviour
+# change (enabled by default) the variables are NULL after any non-DML statement:
+# https://docs.snowflake.com/en/developer-guide/snowflake-scripting/dml-status
+# https://docs.snowflake.com/en/sql-reference/transactions#terminology (DML: INSERT, UPDATE,
+# DELETE, MERGE, TRUNCATE)
+_DML = {"INSERT", "UPDATE", "DELETE", "MERGE"}
 
 # Snowflake Scripting statements outside the supported subset, named in the error
 _UNSUPPORTED_STATEMENTS = {
@@ -416,6 +422,8 @@ class Variable:
 @dataclass
 class Frame:
     variables: dict[str, Variable] = field(default_factory=dict)
+    # A BEGIN TRANSACTION of this procedure not yet committed or rolled back.
+    in_transaction: bool = False
 
     def __post_init__(self) -> None:
         self.set_rowcount(None)
@@ -447,10 +455,21 @@ async def call(query: RunningQuery, sql: str, params: list[Any], depth: int = 0)
             break
         try:
             await _run(query, frame, statement, depth)
-        except QueryCancelled:
-            raise
-        except Exception as e:
+        except BaseException as e:
+            await _roll_back_scoped(query, frame)
+            if isinstance(e, QueryCancelled | asyncio.CancelledError) or not isinstance(e, Exception):
+                raise
             raise _uncaught(procedure, statement, e) from e
+    if frame.in_transaction:
+        # A transaction a procedure starts must end in it; Snowflake rolls back one left open
+        # and fails the CALL: https://docs.snowflake.com/en/sql-reference/transactions#scoped-transactions
+        await _roll_back_scoped(query, frame)
+        raise snowflake.connector.errors.ProgrammingError(
+            msg="Stored procedure execution error: Scoped transaction started in stored procedure is incomplete "
+            "and it was rolled back.",
+            errno=100110,
+            sqlstate="P0000",
+        )
 
     cur = query.conn.cursor()
     try:
@@ -518,7 +537,24 @@ async def _argument_values(
     return list(row)
 
 
+async def _roll_back_scoped(query: RunningQuery, frame: Frame) -> None:
+    """Undo the procedure's open transaction: a CALL that fails inside BEGIN TRANSACTION
+    leaves nothing of it behind, as on Snowflake (the scoped transaction is rolled back:
+    https://docs.snowflake.com/en/sql-reference/transactions#scoped-transactions)."""
+    if not frame.in_transaction:
+        return
+    frame.in_transaction = False
+    cur = query.conn.cursor()
+    await asyncio.shield(query.run_in_thread(cur.execute, "ROLLBACK"))
+
+
+_BEGIN = re.compile(r"^\s*BEGIN\s+(TRANSACTION|WORK)\b|^\s*START\s+TRANSACTION\b", re.IGNORECASE)
+_END = re.compile(r"^\s*(COMMIT|ROLLBACK)\b", re.IGNORECASE)
+
+
 async def _run(query: RunningQuery, frame: Frame, statement: Statement, depth: int) -> None:
+    if statement.kind == "sql" and (_BEGIN.match(statement.text) or _END.match(statement.text)):
+        frame.in_transaction = bool(_BEGIN.match(statement.text))
     if statement.kind == "null":
         return
     if statement.kind == "let":
@@ -553,7 +589,8 @@ async def execute(query: RunningQuery, sql: str, params: list[Any], depth: int) 
         await query.run_in_thread(stage.list_files, query.conn, sql, params)
         return None
     if first in ("REMOVE", "RM"):
-        return len(await query.run_in_thread(stage.remove_files, query.conn, sql, params))
+        await query.run_in_thread(stage.remove_files, query.conn, sql, params)
+        return None  # not DML
     if is_create_procedure(sql):
         await create(query, sql)
         return None
@@ -561,13 +598,8 @@ async def execute(query: RunningQuery, sql: str, params: list[Any], depth: int) 
         sql, rewritten = await system_functions.rewrite(sql, params, query, lambda p: p)
         params = rewritten or []
 
-    # fakesnow compares the class with DictCursor but annotates the parameter as SnowflakeCursor,
-    # which DictCursor does not derive from in connector 4.x.
-    cur = query.conn.cursor(cast("type[SnowflakeCursor]", DictCursor))
+    cur = query.conn.cursor()
     await query.run_in_thread(cur.execute, sql, binding_params=list(params), server=True)
-    if first == "COPY":
-        # SQLROWCOUNT after COPY INTO is the rows loaded, over all files
-        return sum(int(row.get("rows_loaded") or 0) for row in cur.fetchall() if isinstance(row, dict))
     return cur.rowcount if first in _DML else None
 
 

@@ -39,11 +39,13 @@ $$
 DECLARE
   loaded NUMBER DEFAULT 0;
 BEGIN
+  LET before INTEGER := (SELECT COUNT(*) FROM claims);
   EXECUTE IMMEDIATE 'COPY INTO claims FROM @uploads/' || :path || ' FILE_FORMAT=(TYPE=CSV SKIP_HEADER=1)';
-  loaded := SQLROWCOUNT;
+  LET after_copy INTEGER := SQLROWCOUNT;
+  loaded := (SELECT COUNT(*) FROM claims) - before;
   INSERT INTO load_log (tpa, row_count) VALUES (:tpa, :loaded);
   LET total INTEGER := (SELECT COUNT(*) FROM claims);
-  RETURN OBJECT_CONSTRUCT('loaded', loaded, 'total', total, 'tpa', tpa);
+  RETURN OBJECT_CONSTRUCT('loaded', loaded, 'total', total, 'tpa', tpa, 'after_copy', COALESCE(after_copy, -1));
 END;
 $$
 """
@@ -209,7 +211,8 @@ def test_it_calls_a_procedure_with_bound_arguments(snowflake_conn: SnowflakeConn
 
     [(result,)] = run(cur, "CALL load_claims(?, ?)", ("acme/", "ACME")).fetchall()
     assert [d.name for d in cur.description] == ["LOAD_CLAIMS"]
-    assert json.loads(result) == {"loaded": 3, "total": 3, "tpa": "ACME"}
+    # COPY is not DML: SQLROWCOUNT is NULL after it, as on Snowflake (2025_01 behaviour).
+    assert json.loads(result) == {"loaded": 3, "total": 3, "tpa": "ACME", "after_copy": -1}
     assert run(cur, "SELECT tpa, row_count FROM load_log").fetchall() == [("ACME", 3)]
 
 
@@ -229,6 +232,46 @@ def test_it_keeps_the_statements_before_a_failing_one(snowflake_conn: SnowflakeC
         cur.execute("CALL half_done()")
     assert info.value.errno == 2003
     assert run(cur, "SELECT * FROM load_log").fetchall() == [("first", 1)]
+
+
+def test_it_rolls_back_a_transaction_the_procedure_began_when_a_statement_fails(
+    snowflake_conn: SnowflakeConnection,
+) -> None:
+    cur = snowflake_conn.cursor()
+    cur.execute("CREATE TABLE totals (tpa VARCHAR, amount NUMBER(4, 2))")
+    cur.execute("INSERT INTO totals VALUES ('ACME', 10)")
+    cur.execute(
+        """CREATE PROCEDURE refresh() RETURNS VARCHAR LANGUAGE SQL AS $$
+        BEGIN
+          BEGIN TRANSACTION;
+          DELETE FROM totals WHERE tpa = 'ACME';
+          INSERT INTO totals VALUES ('ACME', 12345);
+          COMMIT;
+          RETURN 'done';
+        END;
+        $$"""
+    )
+    with pytest.raises(ProgrammingError, match="on line 5"):
+        cur.execute("CALL refresh()")
+    # The delete was undone with the failed insert, and the session works on.
+    assert run(cur, "SELECT tpa, amount FROM totals").fetchall() == [("ACME", 10)]
+
+
+def test_it_fails_a_call_that_leaves_its_transaction_open(snowflake_conn: SnowflakeConnection) -> None:
+    cur = snowflake_conn.cursor()
+    cur.execute("CREATE TABLE totals (tpa VARCHAR)")
+    cur.execute(
+        """CREATE PROCEDURE forgets() RETURNS VARCHAR LANGUAGE SQL AS $$
+        BEGIN
+          BEGIN TRANSACTION;
+          INSERT INTO totals VALUES ('ACME');
+          RETURN 'done';
+        END;
+        $$"""
+    )
+    with pytest.raises(ProgrammingError, match="Scoped transaction started in stored procedure is incomplete"):
+        cur.execute("CALL forgets()")
+    assert run(cur, "SELECT COUNT(*) FROM totals").fetchall() == [(0,)]
 
 
 def test_it_names_the_unsupported_construct(snowflake_conn: SnowflakeConnection) -> None:

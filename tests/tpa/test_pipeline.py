@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import async_to_sync
 from django.db.models import F
 
+from project.sources import get_source
 from tests.tpa.conftest import break_mapping, claims_file, counts, fix_mapping, work
 from tpa.cache import master_data
 from tpa.models import FileStatus, IngestionFile, PipelineRun, Tpa
@@ -103,3 +106,45 @@ def test_it_applies_the_mappings_in_postgres_even_when_the_cache_holds_older_one
     recorded = PipelineRun.objects.get(pk=run["id"])
     assert recorded.mappings_version == cached.mappings_version + 1
     assert "MM/DD/YYYY" in next(iter(recorded.mapping_snapshot.values()))["select_list"]
+
+
+def test_it_keeps_the_previous_gold_rows_when_the_refresh_fails(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=20)})
+    owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs")
+    work()
+    before = gold_rows(tpa.code)
+    assert before
+
+    # Two claims whose billed amounts sum past NUMBER(18, 2): the gold insert fails after its delete.
+    asyncio.run(
+        get_source("snowflake").execute(
+            "INSERT INTO SILVER.CLAIMS (TPA_CODE, CLAIM_ID, SERVICE_DATE, BILLED_AMOUNT)"
+            " VALUES (%(tpa)s, 'HUGE-1', '2026-01-05', 9000000000000000),"
+            " (%(tpa)s, 'HUGE-2', '2026-01-06', 9000000000000000)",
+            {"tpa": tpa.code},
+            read_only=False,
+            timeout=30,
+        )
+    )
+    owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=5, seed=9, name="feb.csv")})
+    run = owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs").json()
+    work()
+
+    failed = owner_client.get(run["status_url"]).json()
+    assert failed["status"] == "failed" and failed["error"].startswith("gold failed:")
+    assert [s["status"] for s in failed["steps"]] == ["succeeded", "succeeded", "failed"]
+    assert gold_rows(tpa.code) == before  # not empty, not half-refreshed
+    assert IngestionFile.objects.get(tpa=tpa, original_name="feb.csv").status == FileStatus.FAILED
+
+
+def gold_rows(code: str) -> list[tuple]:
+    result = asyncio.run(
+        get_source("snowflake").execute(
+            "SELECT SERVICE_MONTH, CLAIM_COUNT, BILLED_AMOUNT, REFRESHED_AT FROM GOLD.CLAIMS_MONTHLY"
+            " WHERE TPA_CODE = %(tpa)s ORDER BY 1",
+            {"tpa": code},
+            timeout=30,
+        )
+    )
+    return result.rows

@@ -15,7 +15,8 @@
 --   UPDATE_LIST     MEMBER_ID = s.MEMBER_ID, ...
 --   INSERT_COLUMNS  CLAIM_ID, MEMBER_ID, ...
 --   INSERT_VALUES   s.CLAIM_ID, s.MEMBER_ID, ...
--- Returns {"merged": rows inserted or updated}.
+-- Returns {"merged": rows inserted or updated}: SQLROWCOUNT read right after the MERGE, a
+-- DML statement (https://docs.snowflake.com/en/developer-guide/snowflake-scripting/dml-status).
 CREATE OR REPLACE PROCEDURE SILVER.APPLY_MAPPINGS(
     TPA_CODE VARCHAR,
     SOURCE_FILE VARCHAR,

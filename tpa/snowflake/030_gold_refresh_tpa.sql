@@ -1,6 +1,15 @@
 -- Rebuild a TPA's gold aggregates from SILVER.CLAIMS (the CLAIMS target schema).
 --
--- Delete and insert per TPA: a re-run gives the same rows, whatever ran before.
+-- Delete and insert per TPA: a re-run gives the same rows, whatever ran before. Both
+-- tables change in one explicit transaction, so a reader never sees the TPA's gold rows
+-- missing, and a failing insert leaves the previous rows in place: a statement that fails
+-- inside a transaction a procedure started ends the CALL, and Snowflake rolls back such a
+-- scoped transaction ("Transactions", scoped transactions and stored procedures:
+-- https://docs.snowflake.com/en/sql-reference/transactions#scoped-transactions; BEGIN
+-- TRANSACTION inside Snowflake Scripting:
+-- https://docs.snowflake.com/en/developer-guide/snowflake-scripting/blocks).
+-- "monthly" is SQLROWCOUNT read right after the INSERT, a DML statement
+-- (https://docs.snowflake.com/en/developer-guide/snowflake-scripting/dml-status).
 -- Returns {"monthly": rows in GOLD.CLAIMS_MONTHLY, "claims": claims summarised}.
 CREATE OR REPLACE PROCEDURE GOLD.REFRESH_TPA(TPA_CODE VARCHAR)
 RETURNS VARIANT
@@ -9,6 +18,7 @@ EXECUTE AS OWNER
 AS
 $$
 BEGIN
+    BEGIN TRANSACTION;
     DELETE FROM GOLD.CLAIMS_MONTHLY WHERE TPA_CODE = :tpa_code;
     INSERT INTO GOLD.CLAIMS_MONTHLY
         (TPA_CODE, SERVICE_MONTH, CLAIM_COUNT, MEMBER_COUNT, BILLED_AMOUNT, PAID_AMOUNT, REFRESHED_AT)
@@ -28,6 +38,7 @@ BEGIN
     FROM SILVER.CLAIMS
     WHERE TPA_CODE = :tpa_code
     GROUP BY TPA_CODE;
+    COMMIT;
 
     RETURN OBJECT_CONSTRUCT(
         'monthly', monthly,
