@@ -79,6 +79,18 @@ class Error(Schema):
     detail: str
 
 
+class RowErrorOut(Schema):
+    line: int
+    column: str
+    value: str
+    reason: str
+
+
+class UploadError(Schema):
+    detail: str
+    errors: list[RowErrorOut] = []
+
+
 def file_out(file: IngestionFile, code: str) -> dict[str, Any]:
     return {**{f: getattr(file, f) for f in FileOut.model_fields if f != "tpa"}, "tpa": code}
 
@@ -135,7 +147,9 @@ async def list_files(request: HttpRequest, code: str, status: str = "") -> list[
     return [file_out(f, tpa.code) async for f in files[:200]]
 
 
-@router.post("/tpas/{code}/files", response={201: FileOut, 400: Error, 409: Error, 413: Error, 429: Error, 502: Error})
+@router.post(
+    "/tpas/{code}/files", response={201: FileOut, 400: UploadError, 409: Error, 413: Error, 429: Error, 502: Error}
+)
 async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile], replaces: int | None = None) -> Status:
     """Upload a CSV: checked against the TPA's mappings, refused if a duplicate, staged, recorded.
     `replaces`: the id of a failed file this one corrects (it is discarded once this is staged)."""
@@ -145,7 +159,8 @@ async def upload_file(request: HttpRequest, code: str, file: File[UploadedFile],
     try:
         record = await uploads.upload(tpa, file.name or "", file.chunks(), request.user, replaces=old)
     except Refused as exc:
-        return Status(exc.status, {"detail": exc.message})
+        errors = [dataclasses.asdict(error) for error in exc.errors]  # the rows that did not fit, if that was it
+        return Status(exc.status, {"detail": exc.message, **({"errors": errors} if errors else {})})
     return Status(201, file_out(record, tpa.code))
 
 

@@ -8,7 +8,10 @@ with quotes doubled and refused if they hold a backslash or a control character.
 
 from __future__ import annotations
 
+import datetime
+import re
 from dataclasses import asdict, dataclass
+from decimal import Decimal, InvalidOperation
 
 from tpa.cache import MasterData
 from tpa.models import DATE_FORMAT, IDENTIFIER, MAX_SOURCE_COLUMNS, ColumnType, Transform
@@ -119,3 +122,80 @@ def silver_fragments(master: MasterData, file_columns: list[str]) -> SilverFragm
         insert_columns=", ".join(names),
         insert_values=", ".join(f"s.{name}" for name in names),
     )
+
+
+# --- checking a file's rows before it is staged ---------------------------------------------
+
+# Snowflake date format elements as strptime directives (models.DATE_FORMAT allows these).
+_STRPTIME = {"YYYY": "%Y", "YY": "%y", "MM": "%m", "MON": "%b", "DD": "%d", "HH24": "%H", "MI": "%M", "SS": "%S"}
+_ELEMENT = re.compile(r"YYYY|YY|MM|MON|DD|HH24|MI|SS|.", re.DOTALL)
+_BOOLEANS = {"true", "false", "t", "f", "yes", "no", "y", "n", "on", "off", "1", "0"}
+# NUMBER(18, 2): at most 16 digits before the point.
+_MAX_DECIMAL = Decimal("1e16")
+
+
+def strptime_format(snowflake_format: str) -> str:
+    return "".join(_STRPTIME.get(part, part.replace("%", "%%")) for part in _ELEMENT.findall(snowflake_format))
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnCheck:
+    """What one file column must hold for the mapping that reads it."""
+
+    name: str  # the file's column
+    target: str
+    data_type: str
+    required: bool
+    transform: str
+    argument: str
+
+    def problem(self, raw: str) -> str:
+        """Why `raw` cannot become the target value, or "" when it can."""
+        value = raw if self.transform == Transform.COPY else raw.strip()
+        if not value:
+            return f"{self.target} is required" if self.required else ""
+        try:
+            if self.transform == Transform.DATE:
+                datetime.datetime.strptime(value, strptime_format(self.argument))
+            elif self.data_type == ColumnType.DATE:
+                datetime.date.fromisoformat(value)
+            elif self.data_type == ColumnType.TIMESTAMP:
+                datetime.datetime.fromisoformat(value)
+            elif self.data_type in (ColumnType.INTEGER, ColumnType.DECIMAL):
+                return self._number_problem(value.replace(",", "") if self.transform == Transform.CAST else value)
+            elif self.data_type == ColumnType.BOOLEAN and value.lower() not in _BOOLEANS:
+                return "not true or false"
+        except ValueError:
+            if self.transform == Transform.DATE:
+                return f"not a date in the format {self.argument}"
+            return "not a date (YYYY-MM-DD)" if self.data_type == ColumnType.DATE else "not a timestamp"
+        return ""
+
+    def _number_problem(self, value: str) -> str:
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            return "not a number"
+        if not number.is_finite():
+            return "not a number"
+        if self.data_type == ColumnType.INTEGER and number != number.to_integral_value():
+            return "not a whole number"
+        if abs(number) >= _MAX_DECIMAL:
+            return "too large (at most 16 digits before the decimal point)"
+        return ""
+
+
+def row_checks(header: list[str], master: MasterData) -> dict[int, ColumnCheck]:
+    """By position in the file's header, the check of each column a mapping reads."""
+    positions = {name.casefold(): n for n, name in enumerate(header)}
+    columns = {column.name: column for column in master.columns}
+    checks: dict[int, ColumnCheck] = {}
+    for mapping in master.mappings:
+        column = columns.get(mapping.target_column)
+        position = positions.get(mapping.source_column.casefold()) if mapping.source_column else None
+        if column is None or position is None or mapping.transform == Transform.CONSTANT:
+            continue
+        checks[position] = ColumnCheck(
+            header[position], column.name, column.data_type, column.required, mapping.transform, mapping.argument
+        )
+    return checks

@@ -7,7 +7,8 @@ rows, Snowflake query ids and times as it goes, so the run page shows progress.
 Files are isolated: a file whose load or mapping fails is marked failed with its own
 reason and drops out, and the others go on to gold (the run is then "partly failed"). A
 failed file waits for a person (retry, replace, discard: tpa.runs); no later run takes it
-by itself. Every procedure is idempotent (load history, MERGE on the claim key,
+by itself. A warehouse outage or timeout blames no file: the run fails and its files wait
+for the next run. Every procedure is idempotent (load history, MERGE on the claim key,
 delete-and-insert per TPA in a transaction), so a retry gives the same rows as a clean run.
 
 Every write to a file is guarded by the run that owns it (IngestionFile.run), and every
@@ -34,7 +35,7 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from project.sources import SourceError, inflight
+from project.sources import SourceError, SourceTimeout, SourceUnavailable, inflight
 from tpa import snowflake
 from tpa.cache import MasterData, load_master_data
 from tpa.mapping import MappingError, silver_fragments
@@ -65,6 +66,15 @@ class RunCancelled(Exception):
 
 class FileFailed(Exception):
     """One file cannot go on; the message says why. The run goes on with the others."""
+
+
+class RunFailed(Exception):
+    """The warehouse is unreachable or too slow: no file is to blame, the run stops and its
+    files wait for the next run."""
+
+
+# What says something about the warehouse, not about a file.
+OUTAGES = (SourceUnavailable, SourceTimeout)
 
 
 def heartbeat_seconds() -> float:
@@ -124,6 +134,8 @@ async def execute_run(run_id: int) -> PipelineRun:
     watcher = _watch(run.pk, stop)
     try:
         await _execute(run, steps, files)
+    except RunFailed as exc:
+        await _failed(run, str(exc))
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if not stop.reason or task is None:
@@ -167,6 +179,15 @@ async def _execute(run: PipelineRun, steps: dict[str, PipelineStep], files: list
 
 def _files(n: int) -> str:
     return f"{n} file" if n == 1 else f"{n} files"
+
+
+async def _failed(run: PipelineRun, message: str) -> None:
+    now = timezone.now()
+    if await PipelineRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).aupdate(
+        status=RunStatus.FAILED, error=message, finished_at=now, mappings_version=run.mappings_version
+    ):
+        await _close_steps(run, message, now, StepStatus.FAILED)
+        await _give_back(run, message, now)
 
 
 async def _stopped(run: PipelineRun, steps: dict[str, PipelineStep], stop: _Stop) -> None:
@@ -246,6 +267,9 @@ async def _step(
     for file in files:
         try:
             rows, query_id, detail = await work(run, file)
+        except OUTAGES as exc:
+            await _finish_step(step, StepStatus.FAILED, exc.message)
+            raise RunFailed(f"{step.name} failed: {exc.message}") from exc
         except (SourceError, MappingError, FileFailed) as exc:
             message = _message(exc)
             errors.append(f"{file.stage_name}: {message}")
@@ -321,6 +345,9 @@ async def _gold(run: PipelineRun, step: PipelineStep, files: list[IngestionFile]
     await step.asave(update_fields=["status", "started_at"])
     try:
         result = await snowflake.call(snowflake.GOLD_PROCEDURE, run.tpa.code)
+    except OUTAGES as exc:
+        await _finish_step(step, StepStatus.FAILED, exc.message)
+        raise RunFailed(f"gold failed: {exc.message}") from exc
     except SourceError as exc:
         for file in files:
             await _set_status(run, file, FileStatus.FAILED, f"gold failed: {exc.message}")

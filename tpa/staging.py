@@ -19,24 +19,29 @@ import os
 import re
 import tempfile
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tpa.mapping import ColumnCheck
 from tpa.models import MAX_SOURCE_COLUMNS
 
 CHUNK = 64 * 1024
 MAX_NAME = 100
+# The row problems an upload refusal lists (it counts them all).
+MAX_ROW_ERRORS = 10
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class Refused(Exception):
-    """The upload cannot go on; `message` tells the user why, `status` is the HTTP answer."""
+    """The upload cannot go on; `message` tells the user why, `status` is the HTTP answer;
+    `errors` the rows that did not fit, when that was the reason."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, errors: list[RowError] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.errors = errors or []
 
 
 def safe_name(name: str) -> str:
@@ -120,19 +125,13 @@ def read_header(prepared: Prepared) -> list[str]:
     return prepared.header
 
 
-def normalise(prepared: Prepared, tpa_code: str, source_file: str) -> None:
-    """Write the stage's copy: lineage columns, then the file's columns padded to C01..C40."""
+def _rows(prepared: Prepared) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each data row, blank lines skipped; Refused on broken CSV."""
     width = len(prepared.header)
-    padding = [""] * (MAX_SOURCE_COLUMNS - width)
-    handle, name = tempfile.mkstemp(prefix="tpa-stage-", suffix=".csv")
-    prepared.normalised = Path(name)
-    rows = 0
     try:
-        with _reader(prepared.original) as text, os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+        with _reader(prepared.original) as text:
             reader = csv.reader(text)
-            writer = csv.writer(out, lineterminator="\n")
             next(reader)
-            writer.writerow(["TPA_CODE", "SOURCE_FILE", "LINE_NO", *(f"C{n:02d}" for n in range(1, 41))])
             for row in reader:
                 if not any(value.strip() for value in row):
                     continue  # blank lines
@@ -140,12 +139,56 @@ def normalise(prepared: Prepared, tpa_code: str, source_file: str) -> None:
                     raise Refused(
                         f"Line {reader.line_num} has {len(row)} fields; the header has {width}. Nothing was staged."
                     )
-                rows += 1
-                writer.writerow([tpa_code, source_file, reader.line_num, *row, *padding])
+                yield reader.line_num, row
     except UnicodeDecodeError:
         raise Refused("The file is not UTF-8 text.") from None
     except csv.Error as exc:
         raise Refused(f"The file is not valid CSV: {exc}.") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    column: str
+    value: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}, column {self.column}: {self.value[:60]!r} is {self.reason}"
+
+
+def check_rows(prepared: Prepared, checks: dict[int, ColumnCheck], *, shown: int = MAX_ROW_ERRORS) -> None:
+    """Read every row, counting them and checking each mapped value against its target type;
+    Refused listing the first `shown` problems (line, column, value, reason). Blocking."""
+    errors: list[RowError] = []
+    count = rows = 0
+    for line, row in _rows(prepared):
+        rows += 1
+        for position, check in checks.items():
+            if reason := check.problem(row[position]):
+                count += 1
+                if len(errors) < shown:
+                    errors.append(RowError(line, check.name, row[position], reason))
+    if errors:
+        more = f" ({count - len(errors)} more not shown)" if count > len(errors) else ""
+        raise Refused(
+            f"{count} {'value does' if count == 1 else 'values do'} not fit the mappings; nothing was staged{more}. "
+            + "; ".join(map(str, errors))
+            + ".",
+            errors=errors,
+        )
     if rows == 0:
         raise Refused("The file has a header but no rows.")
     prepared.row_count = rows
+
+
+def normalise(prepared: Prepared, tpa_code: str, source_file: str) -> None:
+    """Write the stage's copy: lineage columns, then the file's columns padded to C01..C40."""
+    padding = [""] * (MAX_SOURCE_COLUMNS - len(prepared.header))
+    handle, name = tempfile.mkstemp(prefix="tpa-stage-", suffix=".csv")
+    prepared.normalised = Path(name)
+    with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["TPA_CODE", "SOURCE_FILE", "LINE_NO", *(f"C{n:02d}" for n in range(1, 41))])
+        for line, row in _rows(prepared):
+            writer.writerow([tpa_code, source_file, line, *row, *padding])

@@ -27,7 +27,7 @@ from project.sources import SourceError
 from project.sources.errors import QueryError
 from tpa import snowflake, staging
 from tpa.cache import master_data
-from tpa.mapping import header_problems
+from tpa.mapping import header_problems, row_checks
 from tpa.models import FileStatus, IngestionFile, Tpa
 from tpa.staging import Prepared, Refused
 
@@ -52,8 +52,11 @@ async def upload(
     prepared = await asyncio.to_thread(staging.spool, chunks, max_upload_bytes())
     try:
         header = await asyncio.to_thread(staging.read_header, prepared)
-        if problems := header_problems(header, await master_data(tpa.code)):
+        master = await master_data(tpa.code)
+        if problems := header_problems(header, master):
             raise Refused("The header does not match the field mappings. " + " ".join(problems))
+        # Every value against its mapping's type, before anything is staged or recorded.
+        await asyncio.to_thread(staging.check_rows, prepared, row_checks(header, master))
         if earlier := await _same_content(tpa, prepared.sha256):
             raise Refused(duplicate_message(earlier, replaces), status=409)
         directory = staging.stage_dir(tpa.code, timezone.localdate())

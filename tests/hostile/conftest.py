@@ -131,6 +131,7 @@ def secret_objects(owner: User, db: None) -> dict[str, Any]:
         "name": "status",
         "code": tpa.code,
         "run_id": run.pk,
+        "file_id": file.pk,
         "namespace": "tpa-list",
         "action": "invalidate",
         "query_id": "0" * 32,

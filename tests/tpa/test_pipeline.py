@@ -49,8 +49,8 @@ def test_it_marks_the_failing_step_and_a_rerun_after_the_fix_duplicates_nothing(
     owner_client.post(f"/api/tpa/tpas/{clean.code}/files", {"file": claims_file(rows=25)})
     owner_client.post(f"/api/tpa/tpas/{clean.code}/runs")
     broken = make_tpa()
-    break_mapping(broken)
     owner_client.post(f"/api/tpa/tpas/{broken.code}/files", {"file": claims_file(rows=25)})
+    break_mapping(broken)  # after the upload, whose check would refuse every date
     response = owner_client.post(f"/api/tpa/tpas/{broken.code}/runs")
     assert response.status_code == 202
     status_url = response.json()["status_url"]

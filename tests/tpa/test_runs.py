@@ -15,9 +15,10 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from tests.tpa.conftest import ACME, claims_file, counts, staged, work
+from tests.tpa.conftest import ACME, break_mapping, claims_file, counts, staged, work
 from tpa import demo
-from tpa.models import FileStatus, IngestionFile, PipelineRun, RunStatus
+from tpa.cache import invalidate
+from tpa.models import FieldMapping, FileStatus, IngestionFile, PipelineRun, RunStatus
 from tpa.runs import start_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,45 +42,69 @@ def bad_dates_file(name: str = "bad.csv", rows: int = 6) -> io.BytesIO:
 def test_it_never_blocks_a_tpa_after_a_bad_file_and_a_good_one_sent_again(make_tpa, owner_client) -> None:
     # The sequence from issue 11: a bad file and a good one, run, the good one again, Run.
     tpa = make_tpa()
-    assert owner_client.post(f"/tpa/{tpa.code}/upload", {"file": bad_dates_file()}).status_code == 302
-    assert (
-        owner_client.post(f"/tpa/{tpa.code}/upload", {"file": claims_file(rows=9, name="good.csv")}).status_code == 302
+    refused = owner_client.post(f"/tpa/{tpa.code}/upload", {"file": bad_dates_file()}, follow=True)
+    assert "line 2, column service_date: &#x27;not-a-date&#x27; is not a date in the format YYYY-MM-DD" in (
+        refused.content.decode()
     )
-    first = owner_client.post(f"/tpa/{tpa.code}/runs/")
-    assert first.status_code == 303
+    good = claims_file(rows=9, name="good.csv")
+    assert owner_client.post(f"/tpa/{tpa.code}/upload", {"file": good}).status_code == 302
+    assert owner_client.post(f"/tpa/{tpa.code}/runs/").status_code == 303
     work()
-
-    run = PipelineRun.objects.get(tpa=tpa)
-    assert run.status == RunStatus.PARTIAL  # the bad file failed alone
-    files = {f.original_name: f for f in IngestionFile.objects.filter(tpa=tpa)}
-    assert files["good.csv"].status == FileStatus.TRANSFORMED and files["good.csv"].error == ""
-    assert files["bad.csv"].status == FileStatus.FAILED
-    assert files["bad.csv"].error.startswith("silver failed:")
-    assert counts(tpa.code)["silver"] == 9  # the good file reached gold
-    assert counts(tpa.code)["gold"] >= 1
+    assert PipelineRun.objects.get(tpa=tpa).status == RunStatus.SUCCEEDED
 
     again = owner_client.post(f"/tpa/{tpa.code}/upload", {"file": claims_file(rows=9, name="good.csv")}, follow=True)
     page = again.content.decode()
     assert "This file has the same content as good.csv" in page and "its claims are in gold" in page
-    assert IngestionFile.objects.filter(tpa=tpa).count() == 2  # nothing recorded, nothing staged
-    assert len(staged(tpa.code)) == 2
+    assert IngestionFile.objects.filter(tpa=tpa).count() == 1 and len(staged(tpa.code)) == 1
 
     second = owner_client.post(f"/tpa/{tpa.code}/runs/", follow=True)
-    assert second.status_code == 200
-    assert "1 failed file waits for you to retry, replace or discard it" in second.content.decode()
+    assert second.status_code == 200 and "has no files waiting: upload one first" in second.content.decode()
     assert not PipelineRun.objects.active().exists()
+    owner_client.post(f"/tpa/{tpa.code}/upload", {"file": claims_file(rows=3, seed=5, name="next.csv")})
+    assert owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs").status_code == 202  # not blocked
 
-    # Replace the bad file with a corrected one: the TPA runs again.
-    bad = files["bad.csv"]
-    replaced = owner_client.post(
-        f"/tpa/{tpa.code}/upload", {"file": claims_file(rows=4, seed=3, name="bad.csv"), "replaces": bad.pk}
+
+def rename_procedure_column(tpa) -> None:
+    """Staff rename the file column PROCEDURE_CODE comes from, as the mappings page saves it."""
+    FieldMapping.objects.filter(tpa=tpa, target_column="PROCEDURE_CODE").update(source_column="procedure")
+    invalidate()
+
+
+def test_it_fails_a_bad_file_alone_and_takes_the_good_one_to_gold(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    owner_client.post(f"/tpa/{tpa.code}/upload", {"file": claims_file(rows=6, seed=1, name="old.csv")})
+    rename_procedure_column(tpa)
+    renamed = io.BytesIO(demo.claims_csv(ACME, 9, seed=2).replace(b",cpt,", b",procedure,", 1))
+    renamed.name = "new.csv"
+    assert owner_client.post(f"/tpa/{tpa.code}/upload", {"file": renamed}).status_code == 302
+    assert owner_client.post(f"/tpa/{tpa.code}/runs/").status_code == 303
+    work()
+
+    run = PipelineRun.objects.get(tpa=tpa)
+    assert run.status == RunStatus.PARTIAL and run.error == "1 file of 2 failed; the others reached gold."
+    files = {f.original_name: f for f in IngestionFile.objects.filter(tpa=tpa)}
+    assert (files["new.csv"].status, files["new.csv"].error) == (FileStatus.TRANSFORMED, "")
+    assert files["old.csv"].status == FileStatus.FAILED
+    assert (
+        files["old.csv"].error == "silver failed: Mapping error: the file has no column 'procedure' for PROCEDURE_CODE"
     )
-    assert replaced.status_code == 302
-    bad.refresh_from_db()
-    assert bad.status == FileStatus.DISCARDED and bad.stage_path not in staged(tpa.code)
+    assert counts(tpa.code)["silver"] == 9 and counts(tpa.code)["gold"] >= 1  # the good file reached gold
+    page = owner_client.get(f"/tpa/{tpa.code}/runs/{run.pk}/").content.decode()
+    assert "partly failed" in page
+
+    # A failed file waits for a person; replacing it with a corrected file runs again.
+    second = owner_client.post(f"/tpa/{tpa.code}/runs/", follow=True)
+    assert "1 failed file waits for you to retry, replace or discard it" in second.content.decode()
+    old = files["old.csv"]
+    corrected = io.BytesIO(demo.claims_csv(ACME, 6, seed=1).replace(b",cpt,", b",procedure,", 1))
+    corrected.name = "old.csv"
+    assert owner_client.post(f"/tpa/{tpa.code}/upload", {"file": corrected, "replaces": old.pk}).status_code == 302
+    old.refresh_from_db()
+    assert old.status == FileStatus.DISCARDED and old.stage_path not in staged(tpa.code)
     assert owner_client.post(f"/api/tpa/tpas/{tpa.code}/runs").status_code == 202
     work()
     assert PipelineRun.objects.filter(tpa=tpa).order_by("-id")[0].status == RunStatus.SUCCEEDED
+    assert counts(tpa.code)["silver"] == 15
 
 
 def test_it_starts_one_run_when_two_starts_arrive_together(make_tpa) -> None:
@@ -207,8 +232,9 @@ def test_it_cancels_a_queued_run_from_the_page_the_api_and_a_command(make_tpa, o
 
 
 def failed_file(client, tpa) -> IngestionFile:
-    """A file of `tpa` that a run failed (its dates do not parse)."""
-    client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": bad_dates_file()})
+    """A file of `tpa` that a run failed: its mapping's date format changed after the upload."""
+    client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=6, name="jan.csv")})
+    break_mapping(tpa)
     client.post(f"/api/tpa/tpas/{tpa.code}/runs")
     work()
     return IngestionFile.objects.get(tpa=tpa)
@@ -221,7 +247,7 @@ def test_it_lets_an_operator_retry_and_discard_a_failed_file_and_upload_its_cont
     file = failed_file(owner_client, tpa)
     assert file.status == FileStatus.FAILED
 
-    again = owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": bad_dates_file(name="bad-again.csv")})
+    again = owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=6, name="jan-again.csv")})
     assert again.status_code == 409
     assert "which failed: silver failed:" in again.json()["detail"]
     assert "Retry that file once the cause is fixed" in again.json()["detail"]
@@ -238,7 +264,8 @@ def test_it_lets_an_operator_retry_and_discard_a_failed_file_and_upload_its_cont
     assert "is discarded" in discarded.content.decode()
     file.refresh_from_db()
     assert file.status == FileStatus.DISCARDED and staged(tpa.code) == []
-    assert owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": bad_dates_file()}).status_code == 201
+    again = owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": claims_file(rows=6, name="jan.csv")})
+    assert again.status_code == 201  # a discarded file's content may come again
 
 
 def test_it_shows_failed_files_with_their_actions_and_hides_them_from_a_viewer(

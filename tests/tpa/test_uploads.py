@@ -172,3 +172,41 @@ def test_it_uploads_over_a_staged_file_that_has_no_record(make_tpa, owner_client
     assert response.status_code == 201, response.content
     assert response.json()["stage_path"] == f"{directory}/claims.csv"
     assert [f.size for f in asyncio.run(snowflake.list_stage(f"{directory}/claims.csv"))] != [leftover.stat().st_size]
+
+
+def test_it_refuses_values_that_do_not_fit_the_mappings_with_line_column_and_reason(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    content = (
+        b"claim_id,member_id,service_date,cpt,icd10,billed,paid,status\n"
+        b'A1,M1,2026-01-02,99213,J06,"1,234.50",100,PAID\n'
+        b"A2,M2,02/01/2026,99213,J06,12.00,10,PAID\n"
+        b"A3,,2026-01-03,99213,J06,twelve,10,PAID\n"
+        b"A4,M4,2026-01-04,99213,J06,99999999999999999,,PAID\n"
+    )
+    response = owner_client.post(f"/api/tpa/tpas/{tpa.code}/files", {"file": _file(content, "jan.csv")})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["detail"].startswith("4 values do not fit the mappings; nothing was staged.")
+    assert body["errors"] == [
+        {"line": 3, "column": "service_date", "value": "02/01/2026", "reason": "not a date in the format YYYY-MM-DD"},
+        {"line": 4, "column": "member_id", "value": "", "reason": "MEMBER_ID is required"},
+        {"line": 4, "column": "billed", "value": "twelve", "reason": "not a number"},
+        {
+            "line": 5,
+            "column": "billed",
+            "value": "99999999999999999",
+            "reason": "too large (at most 16 digits before the decimal point)",
+        },
+    ]
+    assert not IngestionFile.objects.filter(tpa=tpa).exists() and staged(tpa.code) == []
+
+
+def test_it_shows_the_first_ten_problems_on_the_page_and_counts_the_rest(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    rows = b"".join(b"A%d,M1,soon,99213,J06,1.00,1.00,PAID\n" % n for n in range(25))
+    content = b"claim_id,member_id,service_date,cpt,icd10,billed,paid,status\n" + rows
+    page = owner_client.post(f"/tpa/{tpa.code}/upload", {"file": _file(content, "jan.csv")}, follow=True)
+    text = page.content.decode()
+    assert "25 values do not fit the mappings; nothing was staged (15 more not shown)." in text
+    assert "line 11, column service_date" in text and "line 12," not in text
+    assert not IngestionFile.objects.filter(tpa=tpa).exists()
