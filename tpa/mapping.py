@@ -199,3 +199,38 @@ def row_checks(header: list[str], master: MasterData) -> dict[int, ColumnCheck]:
             header[position], column.name, column.data_type, column.required, mapping.transform, mapping.argument
         )
     return checks
+
+
+@dataclass(frozen=True, slots=True)
+class ValueProbe:
+    """A SQL test, over BRONZE.RAW_ROWS, that a file column's values convert: `probe` is NULL
+    where the silver expression would fail (TRY_ forms only take text, hence their shape)."""
+
+    file_column: str
+    bronze_column: str
+    target: str
+    probe: str
+
+
+def value_probes(master: MasterData, file_columns: list[str]) -> list[ValueProbe]:
+    """A probe per mapped, converted column of the file: silver's failures located."""
+    positions = {name.casefold(): n for n, name in enumerate(file_columns)}
+    types = {column.name: ColumnType(column.data_type) for column in master.columns}
+    probes = []
+    for mapping in master.mappings:
+        data_type = types.get(mapping.target_column)
+        position = positions.get(mapping.source_column.casefold()) if mapping.source_column else None
+        if data_type in (None, ColumnType.TEXT) or position is None or mapping.transform == Transform.CONSTANT:
+            continue
+        source = bronze_column(position)
+        text = source if mapping.transform == Transform.COPY else f"TRIM({source})"
+        if mapping.transform == Transform.CAST:
+            text = f"REPLACE({text}, ',', '')"
+        if mapping.transform == Transform.DATE:
+            if not DATE_FORMAT.match(mapping.argument):
+                raise MappingError(f"{mapping.argument!r} is not an allowed date format")
+            probe = f"TRY_TO_DATE({text}, {string_literal(mapping.argument)})"
+        else:
+            probe = f"TRY_CAST({text} AS {data_type.value})"
+        probes.append(ValueProbe(file_columns[position], source, identifier(mapping.target_column), probe))
+    return probes

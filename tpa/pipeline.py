@@ -35,10 +35,10 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from project.sources import SourceError, SourceTimeout, SourceUnavailable, inflight
+from project.sources import QueryError, SourceError, SourceTimeout, SourceUnavailable, inflight
 from tpa import snowflake
 from tpa.cache import MasterData, load_master_data
-from tpa.mapping import MappingError, silver_fragments
+from tpa.mapping import MappingError, SilverFragments, silver_fragments, value_probes
 from tpa.models import (
     FileStatus,
     IngestionFile,
@@ -325,6 +325,20 @@ async def _bronze(run: PipelineRun, file: IngestionFile) -> CallResult:
 async def _silver(run: PipelineRun, master: MasterData, file: IngestionFile) -> CallResult:
     fragments = silver_fragments(master, file.columns)
     run.mapping_snapshot = {**run.mapping_snapshot, file.stage_path: fragments.as_dict()}
+    try:
+        return await _merge(run, file, fragments)
+    except QueryError as exc:
+        # The procedure names its own line; the person needs the file's.
+        bad = await snowflake.first_bad_value(file.stage_path, value_probes(master, file.columns))
+        if bad is None:
+            raise
+        raise FileFailed(
+            f"line {bad.line}, column {bad.column}: {bad.value[:60]!r} cannot become {bad.target} "
+            f"with the current mappings (the warehouse said: {exc.message})"
+        ) from exc
+
+
+async def _merge(run: PipelineRun, file: IngestionFile, fragments: SilverFragments) -> CallResult:
     result = await snowflake.call(
         snowflake.SILVER_PROCEDURE,
         run.tpa.code,

@@ -244,3 +244,33 @@ async def count_rows(tpa_code: str, silver_table: str = "CLAIMS") -> dict[str, i
     )
     bronze, silver, gold = result.rows[0]
     return {"bronze": int(bronze), "silver": int(silver), "gold": int(gold)}
+
+
+@dataclass(frozen=True, slots=True)
+class BadValue:
+    line: int
+    column: str
+    value: str
+    target: str
+
+
+async def first_bad_value(source_file: str, probes: list[Any]) -> BadValue | None:
+    """The first line of a file in bronze whose value a probe (tpa.mapping.value_probes)
+    cannot convert, or None. The probes are built from checked identifiers and literals."""
+    if not probes:
+        return None
+    parts = [
+        f"SELECT LINE_NO, {n} AS PROBE, {p.bronze_column} AS VALUE FROM BRONZE.RAW_ROWS"
+        f" WHERE SOURCE_FILE = %(file)s AND NULLIF(TRIM({p.bronze_column}), '') IS NOT NULL AND {p.probe} IS NULL"
+        for n, p in enumerate(probes)
+    ]
+    result = await _source().execute(
+        " UNION ALL ".join(parts) + " ORDER BY LINE_NO, PROBE LIMIT 1",
+        {"file": source_file},
+        timeout=_timeout("TPA_PREVIEW_TIMEOUT", 15.0),
+    )
+    if not result.rows:
+        return None
+    line, index, value = result.rows[0]
+    probe = probes[int(index)]
+    return BadValue(int(line), probe.file_column, str(value), probe.target)

@@ -64,6 +64,9 @@ def test_it_marks_the_failing_step_and_a_rerun_after_the_fix_duplicates_nothing(
     assert steps["bronze"]["status"] == "succeeded" and steps["bronze"]["rows"] == 25
     assert steps["silver"]["status"] == "failed"
     assert "Could not parse string" in steps["silver"]["error"]  # the database's own words
+    # ... and where in the file: the first line whose date the changed mapping cannot read.
+    assert "claims.csv: line 2, column service_date: '2026-" in steps["silver"]["error"]
+    assert "cannot become SERVICE_DATE with the current mappings" in steps["silver"]["error"]
     assert steps["gold"]["status"] == "skipped"
     assert IngestionFile.objects.get(tpa=broken).status == FileStatus.FAILED
     assert counts(broken.code)["bronze"] == 25 and counts(broken.code)["silver"] == 0
