@@ -171,7 +171,10 @@ class FieldMapping(models.Model):
         if self.transform == Transform.DATE and not DATE_FORMAT.match(self.argument):
             errors["argument"] = "Give a date format made of YYYY, MM, MON, DD, HH24, MI, SS and - / . : or spaces."
         if self.target_schema_id and self.target_column:
-            names = set(TargetColumn.objects.filter(schema_id=self.target_schema_id).values_list("name", flat=True))
+            # A formset reads the schema's columns once and hands them to every form.
+            names = getattr(self, "known_target_columns", None) or set(
+                TargetColumn.objects.filter(schema_id=self.target_schema_id).values_list("name", flat=True)
+            )
             if self.target_column not in names:
                 errors["target_column"] = f"{self.target_column} is not a column of the target schema."
         if errors:

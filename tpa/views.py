@@ -6,7 +6,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Prefetch
 from django.forms import modelformset_factory
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -223,13 +223,20 @@ async def edit_mappings(request: HttpRequest, code: str) -> HttpResponse:
     def handle() -> HttpResponse | None:
         # Forms read the database while validating and rendering: all of it in one thread.
         queryset = FieldMapping.objects.filter(tpa=tpa, target_schema=tpa.target_schema).order_by("id")
-        kwargs: dict[str, Any] = {"queryset": queryset, "form_kwargs": {"tpa": tpa}}
+        names = list(tpa.target_schema.columns.order_by("position", "id").values_list("name", flat=True))
+        kwargs: dict[str, Any] = {"queryset": queryset, "form_kwargs": {"tpa": tpa, "target_names": names}}
         formset = MappingFormSet(request.POST, **kwargs) if request.method == "POST" else MappingFormSet(**kwargs)
         if request.method == "POST" and formset.is_valid():
-            with transaction.atomic():
-                formset.save()
-                bump_mappings_version(tpa.pk)
-            return None
+            try:
+                with transaction.atomic():
+                    formset.save()
+                    bump_mappings_version(tpa.pk)
+                return None
+            except IntegrityError:
+                # Someone saved the same target column at the same moment.
+                formset.non_form_errors().append(
+                    "The mappings changed while you edited them: reload the page and apply your change again."
+                )
         return render(request, "tpa/mappings.html", {"tpa": tpa, "formset": formset})
 
     if (response := await sync_to_async(handle)()) is not None:
