@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import File, Router, Schema, Status
 from ninja.errors import HttpError
@@ -127,10 +127,23 @@ def run_out(run: PipelineRun) -> dict[str, Any]:
     }
 
 
+MAX_LIMIT = 500
+
+
+def _window(response: HttpResponse, total: int, limit: int, offset: int) -> slice:
+    """The slice a list answers with; the total goes in X-Total-Count (the body stays a list)."""
+    if not 1 <= limit <= MAX_LIMIT or offset < 0:
+        raise HttpError(400, f"limit must be 1 to {MAX_LIMIT} and offset 0 or more.")
+    response["X-Total-Count"] = str(total)
+    return slice(offset, offset + limit)
+
+
 @router.get("/tpas", response=list[TpaOut])
-async def list_tpas(request: HttpRequest) -> list[Any]:
+async def list_tpas(request: HttpRequest, response: HttpResponse, limit: int = 100, offset: int = 0) -> list[Any]:
+    """The TPAs you may see, by code; `limit` and `offset` page them, X-Total-Count counts them."""
     visible = await _visible_codes(await request.auser())
-    return [tpa for tpa in await tpa_list() if tpa.code in visible]
+    tpas = [tpa for tpa in await tpa_list() if tpa.code in visible]
+    return tpas[_window(response, len(tpas), limit, offset)]
 
 
 async def _visible_codes(user: Any) -> set[str]:
@@ -141,10 +154,14 @@ async def _visible_codes(user: Any) -> set[str]:
 
 
 @router.get("/tpas/{code}/files", response=list[FileOut])
-async def list_files(request: HttpRequest, code: str, status: str = "") -> list[dict[str, Any]]:
+async def list_files(
+    request: HttpRequest, response: HttpResponse, code: str, status: str = "", limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    """A TPA's files, newest first; `limit` and `offset` page them, X-Total-Count counts them."""
     tpa, _ = await get_tpa_or_404(await request.auser(), code)
     files = tpa.files.all() if not status else tpa.files.filter(status=status)
-    return [file_out(f, tpa.code) async for f in files[:200]]
+    window = _window(response, await files.acount(), limit, offset)
+    return [file_out(f, tpa.code) async for f in files[window]]
 
 
 @router.post(

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import AsyncPaginator
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Prefetch
 from django.forms import modelformset_factory
@@ -26,6 +28,7 @@ from tpa.models import (
     IngestionFile,
     PipelineRun,
     PipelineStep,
+    Tpa,
     access_for,
     get_tpa_or_404,
 )
@@ -66,18 +69,70 @@ def _page(request: HttpRequest, name: str) -> int:
         return 1
 
 
+@dataclass(frozen=True, slots=True)
+class Paged:
+    """One page of a list, with what the pager (templates/tpa/_pager.html) shows."""
+
+    items: list[Any]
+    number: int
+    pages: int
+    count: int
+    noun: str  # singular; the template adds the plural
+    previous: str  # the URL of the newer page, or ""
+    next: str  # the URL of the older page, or ""
+
+
+async def paged(request: HttpRequest, queryset: Any, param: str, per_page: int, noun: str) -> Paged:
+    """A page of `queryset` by the page number in `?<param>=`: a number past the end gives the
+    last page, as a person following an old link expects."""
+    paginator = AsyncPaginator(queryset, per_page)
+    page = await paginator.aget_page(_page(request, param))
+    pages = await paginator.anum_pages()
+
+    def url(number: int) -> str:
+        query = request.GET.copy()  # other lists' pages and filters stay as they are
+        query[param] = str(number)
+        return f"?{query.urlencode()}"
+
+    return Paged(
+        [item async for item in page],
+        page.number,
+        pages,
+        await paginator.acount(),
+        noun,
+        url(page.number - 1) if page.number > 1 else "",
+        url(page.number + 1) if page.number < pages else "",
+    )
+
+
+def run_button(tpa: Tpa, waiting: int, active: PipelineRun | None) -> str:
+    """Why the Run button is disabled, or "" when a run can start."""
+    if not tpa.active:
+        return f"{tpa.code} is inactive."
+    if active is not None:
+        return f"Run {active.pk} is {active.get_status_display()}: wait for it or cancel it."
+    if not waiting:
+        return "No file is waiting: upload one first."
+    return ""
+
+
 @require_GET
 async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
     tpa, access = await get_tpa_or_404(await request.auser(), code)
     master = await master_data(tpa.code)
-    files = [f async for f in tpa.files.select_related("uploaded_by")[:50]]
-    runs = [
-        r
-        async for r in tpa.runs.select_related("triggered_by").prefetch_related(
+    files = await paged(request, tpa.files.select_related("uploaded_by"), "files", 25, "file")
+    runs = await paged(
+        request,
+        tpa.runs.select_related("triggered_by").prefetch_related(
             Prefetch("steps", queryset=PipelineStep.objects.order_by("position"))
-        )[:10]
-    ]
-    columns = files[0].columns if files else master.source_columns
+        ),
+        "runs",
+        10,
+        "run",
+    )
+    waiting = await tpa.files.pending().acount()
+    active = await tpa.runs.active().afirst()
+    columns = files.items[0].columns if files.items else master.source_columns
     async with asyncio.TaskGroup() as group:
         staged = group.create_task(_panel(snowflake.list_stage(f"{tpa.stage_prefix}/")))
         previews = {
@@ -103,6 +158,8 @@ async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
             "previews": {layer: task.result() for layer, task in previews.items()},
             "max_upload_mib": uploads.max_upload_bytes() / 2**20,
             "can_operate": access >= Access.OPERATE,
+            "waiting": waiting,
+            "cannot_run": run_button(tpa, waiting, active),
         },
     )
 
@@ -123,7 +180,8 @@ async def tpa_upload(request: HttpRequest, code: str) -> HttpResponse:
         except Refused as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, f"Staged {file.stage_path}: {file.row_count} rows. Start a run to load it.")
+            rows = f"{file.row_count} row{'' if file.row_count == 1 else 's'}"
+            messages.success(request, f"Staged {file.stage_path}: {rows}. Start a run to load it.")
     return HttpResponseRedirect(tpa.get_absolute_url())
 
 
@@ -195,16 +253,16 @@ async def processing_queue(request: HttpRequest) -> HttpResponse:
     if access < Access.VIEW:
         raise PermissionDenied("You have no access to TPAs.")
     status = request.GET.get("status", "")
-    files = IngestionFile.objects.select_related("tpa", "uploaded_by").order_by("-updated_at")
+    files = IngestionFile.objects.select_related("tpa", "uploaded_by").order_by("-updated_at", "-id")
     if status in FileStatus.values:
         files = files.filter(status=status)
-    runs = PipelineRun.objects.active().select_related("tpa", "triggered_by").order_by("created_at")
+    runs = PipelineRun.objects.active().select_related("tpa", "triggered_by").order_by("created_at", "id")
     return render(
         request,
         "tpa/queue.html",
         {
-            "files": [f async for f in files[:200]],
-            "runs": [r async for r in runs],
+            "files": await paged(request, files, "page", 50, "file"),
+            "runs": [r async for r in runs],  # at most one per TPA
             "status": status,
             "statuses": FileStatus.choices,
         },

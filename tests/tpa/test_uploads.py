@@ -210,3 +210,36 @@ def test_it_shows_the_first_ten_problems_on_the_page_and_counts_the_rest(make_tp
     assert "25 values do not fit the mappings; nothing was staged (15 more not shown)." in text
     assert "line 11, column service_date" in text and "line 12," not in text
     assert not IngestionFile.objects.filter(tpa=tpa).exists()
+
+
+def test_it_pages_the_files_of_a_tpa_with_their_total(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    for n in range(27):
+        IngestionFile.objects.create(
+            tpa=tpa,
+            original_name=f"f{n}.csv",
+            stage_path=f"{tpa.code.lower()}/2026/01/01/f{n:02d}.csv",
+            size=1,
+            sha256=f"{n:064d}",
+            row_count=1,
+        )
+    first = owner_client.get(f"/tpa/{tpa.code}/").content.decode()
+    assert "27 files · page 1 of 2" in first and "f26.csv" in first and "f01.csv" not in first
+    second = owner_client.get(f"/tpa/{tpa.code}/?files=2").content.decode()
+    assert "page 2 of 2" in second and "f01.csv" in second and "f26.csv" not in second
+    assert "page 2 of 2" in owner_client.get(f"/tpa/{tpa.code}/?files=99").content.decode()  # past the end
+    assert "27 files" in owner_client.get("/tpa/queue/").content.decode()
+
+    api = owner_client.get(f"/api/tpa/tpas/{tpa.code}/files?limit=5&offset=25")
+    assert api["X-Total-Count"] == "27"
+    assert [f["original_name"] for f in api.json()] == ["f1.csv", "f0.csv"]
+
+
+def test_it_says_why_the_run_button_is_disabled(make_tpa, owner_client) -> None:
+    tpa = make_tpa()
+    page = owner_client.get(f"/tpa/{tpa.code}/").content.decode()
+    assert "disabled" in page[page.index("Run the pipeline") - 80 : page.index("Run the pipeline")]
+    assert "No file is waiting: upload one first." in page
+    owner_client.post(f"/tpa/{tpa.code}/upload", {"file": claims_file(rows=1)})
+    page = owner_client.get(f"/tpa/{tpa.code}/").content.decode()
+    assert "Run the pipeline on 1 waiting file</button>" in page and "No file is waiting" not in page
