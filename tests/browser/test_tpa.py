@@ -32,13 +32,15 @@ def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
     page.on("pageerror", lambda error: errors.append(str(error)))
 
     page.goto(f"{server_url}/tpa/{tpa.code}/")
+    expect(page.get_by_role("button", name="Run the pipeline on 0 waiting files")).to_be_disabled()
+    expect(page.locator("#cannot-run")).to_have_text("No file is waiting: upload one first.")
     upload = tmp_path / "claims-2026-01.csv"
     upload.write_bytes(claims_file(rows=20).getvalue())
     page.set_input_files("input[name=file]", str(upload))
     page.get_by_role("button", name="Upload to the stage").click()
     expect(page.locator(".messages")).to_contain_text("20 rows")
 
-    page.get_by_role("button", name="Run the pipeline on waiting files").click()
+    page.get_by_role("button", name="Run the pipeline on 1 waiting file").click()
     page.wait_for_url(f"**/tpa/{tpa.code}/runs/*/")
     expect(page.locator("main")).to_contain_text("queued")
 
