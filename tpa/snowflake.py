@@ -201,10 +201,11 @@ class Preview:
 
 def preview_sql(layer: str, width: int, silver_table: str) -> str:
     if layer == "bronze":
+        # One file at a time: each file's positions mean its own header's columns.
         positions = "".join(f", C{n:02d}" for n in range(1, min(width, 40) + 1))
         return (
             f"SELECT SOURCE_FILE, LINE_NO{positions} FROM BRONZE.RAW_ROWS"
-            " WHERE TPA_CODE = %(tpa)s ORDER BY SOURCE_FILE, LINE_NO"
+            " WHERE TPA_CODE = %(tpa)s AND SOURCE_FILE = %(file)s ORDER BY LINE_NO"
         )
     if layer == "silver":
         if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,62}", silver_table):
@@ -215,14 +216,17 @@ def preview_sql(layer: str, width: int, silver_table: str) -> str:
     raise ValueError(f"unknown layer {layer!r}")
 
 
-async def preview(layer: str, tpa_code: str, page: int, *, bronze_columns: list[str], silver_table: str) -> Preview:
-    """One page of a layer's rows for a TPA. Bronze columns are labelled with the latest
-    file's header here, after the query: a header never becomes SQL."""
+async def preview(
+    layer: str, tpa_code: str, page: int, *, bronze_columns: list[str], silver_table: str, source_file: str = ""
+) -> Preview:
+    """One page of a layer's rows for a TPA. Bronze shows one file (`source_file`), its columns
+    labelled with that file's header here, after the query: a header never becomes SQL."""
     sql = preview_sql(layer, len(bronze_columns), silver_table)
     offset = (page - 1) * PREVIEW_PAGE
+    params = {"tpa": tpa_code, "file": source_file} if layer == "bronze" else {"tpa": tpa_code}
     result = await _source().execute(
         f"{sql} LIMIT {PREVIEW_PAGE + 1} OFFSET {offset}",
-        {"tpa": tpa_code},
+        params,
         timeout=_timeout("TPA_PREVIEW_TIMEOUT", 15.0),
     )
     columns = result.columns

@@ -105,6 +105,16 @@ async def paged(request: HttpRequest, queryset: Any, param: str, per_page: int, 
     )
 
 
+async def _bronze_file(request: HttpRequest, tpa: Tpa) -> IngestionFile | None:
+    """The file whose bronze rows the page shows: ?bronze_file=<id>, else the newest staged."""
+    files = tpa.files.exclude(status__in=[FileStatus.STAGING, FileStatus.DISCARDED])
+    if (wanted := request.GET.get("bronze_file", "")).isdigit() and (
+        chosen := await files.filter(pk=int(wanted)).afirst()
+    ):
+        return chosen
+    return await files.order_by("-uploaded_at", "-id").afirst()
+
+
 def run_button(tpa: Tpa, waiting: int, active: PipelineRun | None) -> str:
     """Why the Run button is disabled, or "" when a run can start."""
     if not tpa.active:
@@ -132,14 +142,20 @@ async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
     )
     waiting = await tpa.files.pending().acount()
     active = await tpa.runs.active().afirst()
-    columns = files.items[0].columns if files.items else master.source_columns
+    shown = await _bronze_file(request, tpa)
+    columns = shown.columns if shown else master.source_columns
     async with asyncio.TaskGroup() as group:
         staged = group.create_task(_panel(snowflake.list_stage(f"{tpa.stage_prefix}/")))
         previews = {
             layer: group.create_task(
                 _panel(
                     snowflake.preview(
-                        layer, tpa.code, _page(request, layer), bronze_columns=columns, silver_table=master.table_name
+                        layer,
+                        tpa.code,
+                        _page(request, layer),
+                        bronze_columns=columns,
+                        silver_table=master.table_name,
+                        source_file=shown.stage_path if shown else "",
                     )
                 )
             )
@@ -159,6 +175,7 @@ async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
             "max_upload_mib": uploads.max_upload_bytes() / 2**20,
             "can_operate": access >= Access.OPERATE,
             "waiting": waiting,
+            "bronze_file": shown,
             "cannot_run": run_button(tpa, waiting, active),
         },
     )

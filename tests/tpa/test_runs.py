@@ -92,6 +92,15 @@ def test_it_fails_a_bad_file_alone_and_takes_the_good_one_to_gold(make_tpa, owne
     page = owner_client.get(f"/tpa/{tpa.code}/runs/{run.pk}/").content.decode()
     assert "partly failed" in page
 
+    # Bronze shows one file at a time, under that file's own header.
+    def bronze(query: str = "") -> str:
+        html = owner_client.get(f"/tpa/{tpa.code}/{query}").content.decode()
+        return html[html.index('<div id="bronze">') : html.index('<div id="silver">')]
+
+    assert files["new.csv"].stage_path in bronze() and "<th>procedure</th>" in bronze()
+    older = bronze(f"?bronze_file={files['old.csv'].pk}")
+    assert files["old.csv"].stage_path in older and "<th>cpt</th>" in older and "<th>procedure</th>" not in older
+
     # A failed file waits for a person; replacing it with a corrected file runs again.
     second = owner_client.post(f"/tpa/{tpa.code}/runs/", follow=True)
     assert "1 failed file waits for you to retry, replace or discard it" in second.content.decode()

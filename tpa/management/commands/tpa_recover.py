@@ -10,8 +10,9 @@ from tpa.pipeline import recover_abandoned, worker_lost_after
 
 class Command(BaseCommand):
     help = (
-        "Mark failed the pipeline runs whose worker is gone (its process ended on this host, or no "
-        "heartbeat for --lost-after seconds), so they can be retried. Safe to run at any time, e.g. from cron."
+        "Fail the pipeline runs that nothing will finish (running with no heartbeat for --lost-after seconds, "
+        "or queued with no live task), giving their files back to the next run. Safe to run at any time, "
+        "e.g. from cron."
     )
 
     def add_arguments(self, parser: Any) -> None:
