@@ -54,12 +54,7 @@ def test_it_shows_the_outsider_empty_lists(secret_objects: dict[str, Any], outsi
 
 # Known open on main, each with the issue that tracks it. Strict: the day the fix lands the
 # case passes, fails as XPASS, and the entry goes (the URL test below takes it up again too).
-KNOWN_OPEN = {
-    "GET /api/tpa/master-data": (
-        "api:master_data",
-        "issue 10, item 5: /api/tpa/master-data has no TPA permission check (tpa/api.py, another helper's fix)",
-    ),
-}
+KNOWN_OPEN: dict[str, tuple[str, str]] = {}
 
 
 def operation_cases() -> list[Any]:
