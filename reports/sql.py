@@ -1,5 +1,6 @@
 """Checks on report SQL (a panel's, a filter's options query): one read-only statement whose
-parameters are filters, judged from its parse tree.
+parameters are filters, judged from its parse tree (project.sources.readonly, which the
+Snowflake source also runs on every statement).
 
 It runs when the SQL is saved (the admin's forms, the models' `clean()`), to tell the author
 at once, and again before every run (`refuse_unless_read_only`), because SQL also arrives
@@ -13,39 +14,11 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 import sqlglot
-from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError, TokenError
 
 from project.sources import QueryError, placeholder_names
 from project.sources.base import PLACEHOLDER
-
-# Nodes that write, lock or change the session, wherever they appear (a CTE can DELETE).
-FORBIDDEN = tuple(
-    getattr(exp, name)
-    for name in (
-        "Insert",
-        "Update",
-        "Delete",
-        "Merge",
-        "Create",
-        "Drop",
-        "Alter",
-        "Command",
-        "Copy",
-        "Into",
-        "Lock",
-        "Set",
-        "Transaction",
-        "Commit",
-        "Rollback",
-        "Grant",
-        "TruncateTable",
-        "Use",
-        "Pragma",
-    )
-    if hasattr(exp, name)
-)
-QUERY = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery, exp.Values)
+from project.sources.readonly import NotReadOnly, check_read_only
 
 
 def for_parsing(sql: str) -> str:
@@ -65,33 +38,40 @@ def parameter_problems(sql: str, parameters: Iterable[str]) -> list[str]:
 # Every run checks its statement again: parsed once per process for each text.
 @lru_cache(maxsize=1024)
 def read_only_problems(sql: str, dialect: str) -> tuple[str, ...]:
-    """Why `sql` is not exactly one read-only query in `dialect`; empty when it is."""
+    """Why `sql` is not exactly one read-only query in `dialect`; empty when it is.
+
+    Whether it only reads is project.sources.readonly's decision (the one checker, which the
+    Snowflake source also runs on every statement); a text that does not parse is explained
+    here for its author: where, and what."""
     try:
-        statements = [statement for statement in sqlglot.parse(for_parsing(sql), read=dialect) if statement]
+        check_read_only(sql, "snowflake" if dialect == "snowflake" else "postgres")
+    except NotReadOnly as exc:
+        reason = str(exc)
+        if reason.startswith("report queries must be valid SQL") and (problem := parse_problem(sql, dialect)):
+            return (problem,)
+        return (reason[:1].upper() + reason[1:] + ".",)
+    except RecursionError:
+        return ("The SQL is nested too deeply to be checked; simplify it.",)
+    return ()
+
+
+def parse_problem(sql: str, dialect: str) -> str | None:
+    """Where and why `sql` does not parse in `dialect`; None when it parses."""
+    try:
+        sqlglot.parse(for_parsing(sql), read=dialect)
     except TokenError as exc:
         # An unterminated quote, identifier, dollar-quoted string or comment: the tokenizer gives up.
         near = str(exc).removeprefix("Error tokenizing ").strip()
-        return (f"The SQL does not parse as {dialect}: a quote, string or comment is not closed, near {near}.",)
-    except RecursionError:
-        return ("The SQL is nested too deeply to be checked; simplify it.",)
+        return f"The SQL does not parse as {dialect}: a quote, string or comment is not closed, near {near}."
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f" (line {first.get('line')}, column {first.get('col')})" if first.get("line") else ""
         description = str(first.get("description") or exc).split(" but got ")[0].split(". Line ")[0]
         near = f" near “{first['highlight']}”" if first.get("highlight") else ""
-        return (f"The SQL does not parse as {dialect}{where}: {description}{near}.",)
-    except SqlglotError as exc:  # anything else the parser can raise: a message, never a 500
-        return (
-            f"The SQL does not parse as {dialect}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",
-        )
-    if len(statements) != 1:
-        return (f"Write exactly one statement, not {len(statements)}.",)
-    statement = statements[0]
-    if not isinstance(statement, QUERY):
-        return (f"Only read-only queries may run here; this is a {statement.key.upper()} statement.",)
-    if forbidden := sorted({node.key.upper() for node in statement.walk() if isinstance(node, FORBIDDEN)}):
-        return (f"Only read-only queries may run here; it contains {', '.join(forbidden)}.",)
-    return ()
+        return f"The SQL does not parse as {dialect}{where}: {description}{near}."
+    except SqlglotError:
+        return None  # the checker's own message says it
+    return None
 
 
 def refuse_unless_read_only(sql: str, dialect: str, source: str) -> None:

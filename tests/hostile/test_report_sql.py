@@ -22,7 +22,7 @@ from tests.reports.conftest import make_filter, make_panel, make_report, make_so
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ESCALATE = "SELECT 1; COMMIT; UPDATE auth_user SET is_superuser = true, is_staff = true"
-REFUSED = "Refused before it ran: Write exactly one statement, not 3."
+REFUSED = "Refused before it ran: Report queries are one statement only; this text has 3."
 
 
 def privileged() -> list[tuple[str, bool, bool]]:
@@ -122,12 +122,15 @@ def test_it_refuses_to_save_write_or_multi_statement_sql_in_any_field(shared: Re
     panel = Panel(report=shared, title="P", source=source, sql=ESCALATE)
     with pytest.raises(ValidationError) as panel_error:
         panel.full_clean()
-    assert panel_error.value.message_dict["sql"] == ["Write exactly one statement, not 3."]
+    assert panel_error.value.message_dict["sql"] == ["Report queries are one statement only; this text has 3."]
 
     options = Filter(report=shared, name="status", label="Status", kind=Filter.Kind.CHOICE, options_source=source)
     for sql, message in [
-        (ESCALATE, "Write exactly one statement, not 3."),
-        ("WITH x AS (UPDATE auth_user SET is_staff = true RETURNING 1) SELECT 1, 1", "it contains UPDATE"),
+        (ESCALATE, "Report queries are one statement only; this text has 3."),
+        (
+            "WITH x AS (UPDATE auth_user SET is_staff = true RETURNING 1) SELECT 1, 1",
+            "UPDATE may not run inside a query",
+        ),
         ("SELECT %(tpa)s, 1", "An options query takes no parameters: remove %(tpa)s."),
         ("SELECT 'open, 1", "a quote, string or comment is not closed"),
     ]:
