@@ -57,7 +57,8 @@ class Result:
 async def one_user(client: httpx.AsyncClient, user: int, deadline: float, results: list[Result]) -> None:
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        panel_errors, ok, failure, panel_ms, fan_out = 0, False, "", (), 0.0
+        panel_errors, ok, failure, fan_out = 0, False, "", 0.0
+        panel_ms: tuple[tuple[str, float, float], ...] = ()
         try:
             response = await client.get(f"/api/reports/{SLUG}/run", params={"fresh": "1", "u": str(user)})
             if response.status_code == 200:
