@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +354,12 @@ def test_it_answers_an_unsupported_statement_at_once_with_an_error(snowflake_con
     # fakesnow answers HTTP 500 here, which the connector would retry for minutes.
     with pytest.raises(ProgrammingError, match="the emulator cannot run this statement"):
         snowflake_conn.cursor().execute("SELECT ARRAY_CONTAINS('a'::VARIANT, PARSE_JSON(?))", ['["a"]'])
+
+
+def test_it_sums_fixed_point_numbers_without_turning_them_into_floats(snowflake_conn: SnowflakeConnection) -> None:
+    cursor = snowflake_conn.cursor()
+    cursor.execute("CREATE TABLE AMOUNTS (PAID NUMBER(12, 2), NOTE VARCHAR)")
+    cursor.execute("INSERT INTO AMOUNTS VALUES (0.10, 'a'), (0.20, 'b'), (1289679.30, 'c')")
+    cursor.execute("SELECT SUM(PAID), SUM(PAID) AS TOTAL, SUM('1.5') AS TEXT_SUM FROM AMOUNTS")
+    assert [column.name for column in cursor.description] == ["SUM(PAID)", "TOTAL", "TEXT_SUM"]
+    assert cursor.fetchone() == (Decimal("1289679.60"), Decimal("1289679.60"), 4.5)
