@@ -173,7 +173,8 @@ class PostgresSource:
         batch_size: int = 5000,
         workload: str | None = "exports",
     ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]:
-        """Yield (columns, rows) batches from a server-side cursor, so memory stays flat."""
+        """Yield (columns, rows) batches from a server-side cursor, so memory stays flat; an
+        empty result is one batch without rows, which still names the columns."""
         share = resolve_workload(workload or "exports", True)
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         bound = check_params(self.name, sql, params)
@@ -184,6 +185,8 @@ class PostgresSource:
         ):
             await cur.execute(sql, bound)
             columns = [column.name for column in cur.description or []]
+            batch = await cur.fetchmany(batch_size)
+            yield columns, [tuple(row) for row in batch]  # also when empty: an export's header
             while batch := await cur.fetchmany(batch_size):
                 yield columns, [tuple(row) for row in batch]
 

@@ -170,6 +170,10 @@ class SnowflakeSource:
             "socket_timeout": self.config.get("network_timeout", 60.0),
             # Server-side binding: `?` placeholders travel as bindings, never as SQL text.
             "paramstyle": "qmark",
+            # NUMBER with a scale arrives as Decimal, not float, whatever its size (the default
+            # turns a wide NUMBER(38, 2) such as a SUM into a float: 1289679.5999999999).
+            # https://docs.snowflake.com/en/developer-guide/python-connector/python-connector-api
+            "arrow_number_to_decimal": True,
             "application": "Fanout",
             "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, "QUERY_TAG": "fanout"},
             # A heartbeat keeps an idle pooled session from expiring overnight.
@@ -490,7 +494,8 @@ class SnowflakeSource:
         batch_size: int = 5000,
         workload: str | None = "exports",
     ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]:
-        """Yield (columns, rows) batches; the whole export shares one deadline."""
+        """Yield (columns, rows) batches; the whole export shares one deadline. An empty result
+        is one batch without rows, which still names the columns."""
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT
         workload = resolve_workload(workload or "exports", True)
         self._check_read_only(sql)
@@ -514,6 +519,8 @@ class SnowflakeSource:
             # The download is the only part of the export that holds a thread.
             try:
                 columns = [column.name for column in cursor.description or []]
+                rows = cursor.fetchmany(batch_size)
+                offer((columns, [tuple(row) for row in rows]))  # also when empty: an export's header
                 while not stop.is_set() and (rows := cursor.fetchmany(batch_size)):
                     offer((columns, [tuple(row) for row in rows]))
             finally:
