@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
 
 from django.conf import settings
@@ -88,6 +90,37 @@ class ReportQuerySet(models.QuerySet["Report"]):
     def for_list(self) -> ReportQuerySet:
         return self.select_related("owner").annotate(panel_count=models.Count("panels", distinct=True))
 
+    def with_favourites(self, user: User) -> ReportQuerySet:
+        """With the tags, and whether `user` marked each report a favourite (favourites first)."""
+        favourite = Favourite.objects.filter(report=models.OuterRef("pk"), user_id=user.pk or 0)
+        return (
+            self.prefetch_related("tags")
+            .annotate(is_favourite=models.Exists(favourite))
+            .order_by("-is_favourite", "title")
+        )
+
+    def search(self, text: str) -> ReportQuerySet:
+        """Every word in the title, description or a tag's name."""
+        query = self
+        for word in text.split():
+            query = query.filter(
+                Q(title__icontains=word) | Q(description__icontains=word) | Q(tags__name__icontains=word)
+            )
+        return query.distinct()
+
+
+class Tag(models.Model):
+    """A label that groups reports on the list (Finance, Claims, Operations)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
 
 class Report(models.Model):
     slug = models.SlugField(unique=True)
@@ -95,6 +128,7 @@ class Report(models.Model):
     description = models.TextField(blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reports")
     groups = models.ManyToManyField(Group, blank=True, related_name="reports", help_text="Groups allowed to view it.")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="reports")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -114,11 +148,58 @@ class Report(models.Model):
         return Report.objects.visible_to(user).filter(pk=self.pk).exists()
 
 
+class ColumnFormat(models.TextChoices):
+    NUMBER = "number", "Number"
+    CURRENCY = "currency", "Currency"
+    PERCENT = "percent", "Percent"
+    DATE = "date", "Date"
+    TEXT = "text", "Plain text"
+
+
+class Align(models.TextChoices):
+    LEFT = "left", "Left"
+    RIGHT = "right", "Right"
+    CENTER = "center", "Centre"
+
+
+COLUMN_KEYS = {"label", "format", "decimals", "currency", "align"}
+
+
+def check_column_settings(value: Any) -> None:
+    """Column settings are {"COLUMN": {"label": ..., "format": ..., "decimals": ..., "currency": ..., "align": ...}}."""
+    if not isinstance(value, dict):
+        raise ValidationError('Give an object whose keys are column names, e.g. {"PAID": {"label": "Paid"}}.')
+    for name, setting in value.items():
+        if not isinstance(setting, dict):
+            raise ValidationError(f'Column {name!r}: give an object such as {{"label": "Paid"}}.')
+        if unknown := set(setting) - COLUMN_KEYS:
+            raise ValidationError(
+                f"Column {name!r}: unknown {', '.join(sorted(unknown))}; use {', '.join(sorted(COLUMN_KEYS))}."
+            )
+        if setting.get("format", ColumnFormat.NUMBER) not in ColumnFormat.values:
+            raise ValidationError(f"Column {name!r}: format is one of {', '.join(ColumnFormat.values)}.")
+        if setting.get("align", Align.LEFT) not in Align.values:
+            raise ValidationError(f"Column {name!r}: align is one of {', '.join(Align.values)}.")
+        decimals = setting.get("decimals", 0)
+        if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 10:
+            raise ValidationError(f"Column {name!r}: decimals is a whole number from 0 to 10.")
+        currency = setting.get("currency", "USD")
+        if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+            raise ValidationError(f"Column {name!r}: currency is a three-letter code such as USD or EUR.")
+        if not isinstance(setting.get("label", ""), str):
+            raise ValidationError(f"Column {name!r}: label is text.")
+
+
 class Panel(models.Model):
     class Visualization(models.TextChoices):
         TABLE = "table", "Table"
         BAR = "bar", "Bar chart"
+        STACKED = "stacked", "Stacked bar chart"
         LINE = "line", "Line chart"
+        AREA = "area", "Area chart"
+        PIE = "pie", "Pie chart"
+        DONUT = "donut", "Donut chart"
+        SCATTER = "scatter", "Scatter plot"
         NUMBER = "number", "Single number"
 
     class Width(models.TextChoices):
@@ -148,6 +229,32 @@ class Panel(models.Model):
     stale_while_revalidate = models.PositiveIntegerField(
         default=0, help_text="Seconds past its TTL a result may still be shown while one refresh runs."
     )
+    columns = models.JSONField(
+        "column settings",
+        default=dict,
+        blank=True,
+        validators=[check_column_settings],
+        help_text='Per column, all optional: {"PAID": {"label": "Paid", "format": "currency", "currency": '
+        '"USD", "decimals": 2, "align": "right"}}; formats: number, currency, percent, date, text.',
+    )
+    chart_x = models.CharField(
+        "chart labels column",
+        max_length=100,
+        blank=True,
+        help_text="The column a chart labels its points with (empty: the first).",
+    )
+    chart_y = models.CharField(
+        "chart series columns",
+        max_length=500,
+        blank=True,
+        help_text="Comma-separated columns a chart plots (empty: every numeric one). A single number compares "
+        "its first column with the second, if any.",
+    )
+    partial_last = models.BooleanField(
+        "last point is partial",
+        default=False,
+        help_text="The last row is a period still in progress (this month): charts mark it as partial.",
+    )
 
     class Meta:
         ordering = ["order", "id"]
@@ -161,6 +268,17 @@ class Panel(models.Model):
         if self.sql and self.source_id is not None and (problems := read_only_problems(self.sql, self.source.dialect)):
             raise ValidationError({"sql": list(problems)})
 
+    def column_setting(self, name: str) -> dict[str, Any]:
+        setting = self.columns.get(name) if isinstance(self.columns, dict) else None
+        return setting if isinstance(setting, dict) else {}
+
+    def column_label(self, name: str) -> str:
+        return str(self.column_setting(name).get("label") or name)
+
+    @property
+    def series_columns(self) -> list[str]:
+        return [name.strip() for name in self.chart_y.split(",") if name.strip()]
+
     @property
     def effective_timeout(self) -> float:
         limit = self.source.timeout
@@ -172,7 +290,21 @@ class Panel(models.Model):
 
     @property
     def is_chart(self) -> bool:
-        return self.visualization in (self.Visualization.BAR, self.Visualization.LINE)
+        return self.visualization not in (self.Visualization.TABLE, self.Visualization.NUMBER)
+
+
+class Favourite(models.Model):
+    """A report a user keeps at the top of their list."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="favourite_reports")
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="favourites")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "report"], name="reports_favourite_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ★ {self.report_id}"
 
 
 class Filter(models.Model):
@@ -237,6 +369,17 @@ class QueryLogQuerySet(models.QuerySet["QueryLog"]):
     def failed(self) -> QueryLogQuerySet:
         return self.exclude(error_kind="")
 
+    def recent_runs(self, user: User, limit: int = 8) -> models.QuerySet[QueryLog, dict[str, Any]]:
+        """The user's latest report loads, one line per report and filter values, newest first."""
+        return (
+            self.filter(
+                user_id=user.pk, report__isnull=False, trigger__in=[QueryLog.Trigger.PAGE, QueryLog.Trigger.STREAM]
+            )
+            .values("report__slug", "report__title", "query_string")
+            .annotate(last=models.Max("created_at"), panels=models.Count("id"))
+            .order_by("-last")[:limit]
+        )
+
 
 class QueryLog(models.Model):
     """One panel run or options load: who, what, how long, and how it ended."""
@@ -262,6 +405,10 @@ class QueryLog(models.Model):
     error_kind = models.CharField(max_length=20, blank=True)
     error = models.TextField(blank=True)
     query_id = models.CharField(max_length=100, blank=True)
+    reference = models.CharField(
+        max_length=12, blank=True, db_index=True, help_text="What the page showed a person for a failed run."
+    )
+    query_string = models.TextField(blank=True, help_text="The report's filter values as the page's URL had them.")
 
     objects = QueryLogQuerySet.as_manager()
 
@@ -275,6 +422,11 @@ class QueryLog(models.Model):
     @property
     def ok(self) -> bool:
         return not self.error_kind
+
+
+def new_reference() -> str:
+    """A short code a person can read out (no 0/O or 1/I), for a failed run in the query log."""
+    return "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(8))
 
 
 def json_safe(params: dict[str, Any]) -> dict[str, Any]:
