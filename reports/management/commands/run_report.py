@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404
 
+from reports.exports import csv_cell
 from reports.filters import ListMapping
 from reports.models import QueryLog, Report, json_safe
 from reports.runner import PanelRun
@@ -81,7 +82,7 @@ class Command(BaseCommand):
             writer.writerow([f"# {run.title}", f"{run.duration_ms:.0f} ms", run.error["message"] if run.error else ""])
             if run.ok:
                 writer.writerow(run.columns)
-                writer.writerows(run.rows)
+                writer.writerows([csv_cell(value) for value in row] for row in run.rows)
             writer.writerow([])
 
     def print_json(self, report: Report, params: dict[str, Any], runs: list[PanelRun], limit: int) -> None:
