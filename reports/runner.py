@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from django.conf import settings
 
@@ -26,7 +26,7 @@ from project import cache
 from project.db import release_connection
 from project.sources import SourceError, SourceTimeout, inflight
 from reports.filters import Options
-from reports.models import DataSource, Filter, Panel, QueryLog, json_safe
+from reports.models import DataSource, Filter, Panel, QueryLog, json_safe, new_reference
 from reports.sql import refuse_unless_read_only
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class PanelError(TypedDict):
     kind: str
     message: str
     status: int
+    reference: NotRequired[str]  # what a person quotes; the query log has it with the message
 
 
 @dataclass
@@ -171,6 +172,8 @@ async def _run_panel_labelled(panel: Panel, params: dict[str, Any], *, fresh: bo
     except Exception as exc:  # one broken panel must not take the report down
         logger.exception("panel %s failed", panel.pk)
         run.error = {"kind": "error", "message": f"{type(exc).__name__}: {exc}", "status": 500}
+    if run.error is not None:
+        run.error["reference"] = new_reference()
     run.duration_ms = round((time.perf_counter() - started) * 1000, 1)
     return run
 
@@ -233,7 +236,9 @@ async def load_all_options(
     return {name: task.result() for name, task in tasks.items()}
 
 
-def log_entries(runs: Iterable[PanelRun], *, user_id: int | None, report_id: int, trigger: str) -> list[QueryLog]:
+def log_entries(
+    runs: Iterable[PanelRun], *, user_id: int | None, report_id: int, trigger: str, query_string: str = ""
+) -> list[QueryLog]:
     return [
         QueryLog(
             user_id=user_id,
@@ -248,11 +253,16 @@ def log_entries(runs: Iterable[PanelRun], *, user_id: int | None, report_id: int
             error_kind=run.error["kind"] if run.error else "",
             error=run.error["message"] if run.error else "",
             query_id=run.query_id,
+            reference=run.error.get("reference", "") if run.error else "",
+            query_string=query_string,
         )
         for run in runs
     ]
 
 
-async def record(runs: Iterable[PanelRun], *, user_id: int | None, report_id: int, trigger: str) -> None:
+async def record(
+    runs: Iterable[PanelRun], *, user_id: int | None, report_id: int, trigger: str, query_string: str = ""
+) -> None:
     """Write the runs to the query log in one round trip."""
-    await QueryLog.objects.abulk_create(log_entries(runs, user_id=user_id, report_id=report_id, trigger=trigger))
+    entries = log_entries(runs, user_id=user_id, report_id=report_id, trigger=trigger, query_string=query_string)
+    await QueryLog.objects.abulk_create(entries)

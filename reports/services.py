@@ -115,7 +115,13 @@ def _labelled(prepared: Prepared, user: User | None) -> Iterator[None]:
 
 
 async def _record(prepared: Prepared, user: User | None, runs: Sequence[PanelRun], trigger: str) -> None:
-    await runner.record(runs, user_id=user.pk if user else None, report_id=prepared.report.pk, trigger=trigger)
+    await runner.record(
+        runs,
+        user_id=user.pk if user else None,
+        report_id=prepared.report.pk,
+        trigger=trigger,
+        query_string=prepared.state.query_string(),
+    )
 
 
 async def run_panels(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 from django import template
 from django.urls import reverse
 
+from reports import presentation
 from reports.filters import FilterState
-from reports.models import Panel, Report
+from reports.models import Panel, Report, User
 from reports.runner import PanelRun
-from reports.services import ago, chart_data, headline, label
+from reports.services import ago, label
 
 register = template.Library()
 
@@ -29,20 +31,28 @@ def panel_urls(report: Report, panel: Panel, query: str) -> dict[str, str]:
     return {kind: panel_link(report, panel, query, kind) for kind in ("url", "csv", "xlsx")}
 
 
-def panel_context(report: Report, panel: Panel, run: PanelRun, state: FilterState) -> dict[str, Any]:
+def panel_context(
+    report: Report, panel: Panel, run: PanelRun, state: FilterState, *, user: User | None = None
+) -> dict[str, Any]:
+    """What `_panel.html` renders. `user` decides whether a failure shows the database's own
+    message (staff) or a plain sentence and the reference to quote (everyone else)."""
+    rows = run.rows[:SHOWN_ROWS]
+    columns = presentation.columns_of(panel, run.columns, rows) if run.ok else []
     number = None
-    if panel.visualization == Panel.Visualization.NUMBER and run.rows and run.columns:
-        number = {"label": run.columns[0], "value": run.rows[0][0]}
+    if panel.visualization == Panel.Visualization.NUMBER and run.ok:
+        number = presentation.big_number(panel, columns, rows)
     return {
         "report": report,
         "panel": panel,
         "run": run,
-        "rows": run.rows[:SHOWN_ROWS],
+        "columns": columns,
+        "rows": [[(column.show(value), column) for column, value in zip(columns, row, strict=True)] for row in rows],
         "more_rows": max(0, run.row_count - SHOWN_ROWS),
-        "chart": chart_data(run.columns, run.rows) if panel.is_chart and run.ok else None,
+        "chart": presentation.chart(panel, columns, rows) if panel.is_chart and run.ok else None,
         "number": number,
         "updated": ago(run.age),
         "urls": panel_urls(report, panel, state.query_string()),
+        "show_details": bool(user is not None and user.is_active and getattr(user, "is_staff", False)),
     }
 
 
@@ -55,11 +65,6 @@ def panel_url(report: Report, panel: Panel, state: FilterState, kind: str = "url
 @register.filter
 def cell(value: Any) -> str:
     return label(value)
-
-
-@register.filter
-def big(value: Any) -> str:
-    return headline(value)
 
 
 @register.filter
@@ -94,3 +99,9 @@ def ms(value: float | None) -> str:
 def option_error(errors: dict[str, Any], name: str) -> str:
     error = errors.get(name)
     return str(error) if error else ""
+
+
+@register.filter
+def filter_values(query_string: str) -> str:
+    """A recent run's filter values, for reading: "2026-01-01 · 2026-03-31 · ACME"."""
+    return " · ".join(value for _, value in parse_qsl(query_string) if value)

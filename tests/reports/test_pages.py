@@ -62,7 +62,8 @@ def test_it_renders_a_panel_as_a_table_with_timing_and_freshness(report, member,
     response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
     html = response.content.decode()
     assert response.status_code == 200
-    assert '<th scope="col">status</th>' in html and "<td>42</td>" in html
+    assert '<th scope="col" class="align-left" title="status">Status</th>' in html
+    assert '<td class="align-right">42</td>' in html  # a number, right-aligned
     assert "1 row" in html and "updated just now" in html
     again = member_client.get(f"/reports/claims/panels/{panel.pk}/").content.decode()
     assert "cached · updated just now" in again
@@ -82,7 +83,13 @@ def test_it_draws_a_chart_from_json_data_the_page_script_reads(report, member_cl
     )
     html = member_client.get(f"/reports/claims/panels/{panel.pk}/").content.decode()
     data = json.loads(re.search(r'<script type="application/json">(.*?)</script>', html, re.S).group(1))
-    assert data == {"labels": ["1", "2", "3"], "datasets": [{"label": "doubled", "data": [2.0, 4.0, 6.0]}]}
+    assert data == {
+        "kind": "bar",
+        "labels": ["1", "2", "3"],
+        "x_label": "Label",
+        "partial": False,
+        "datasets": [{"label": "Doubled", "data": [2.0, 4.0, 6.0], "format": {"style": "decimal", "decimals": None}}],
+    }
     assert 'data-chart="bar"' in html
 
 
@@ -102,11 +109,33 @@ def test_it_shows_a_timeout_in_the_panel_with_its_deadline(owner, analysts, memb
     assert (entry.error_kind, entry.error) == ("timeout", "timed out after 1 s")
 
 
-def test_it_shows_the_database_message_for_a_failing_panel(report, member_client):
+def test_it_shows_staff_the_database_message_for_a_failing_panel(report, owner_client):
     panel = make_panel(report, "SELECT 1 / 0", title="Broken")
-    response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
+    response = owner_client.get(f"/reports/claims/panels/{panel.pk}/")
     assert response.status_code == 422
     assert "division by zero" in response.content.decode()
+
+
+def test_it_shows_others_a_plain_sentence_and_a_reference_staff_find_in_the_query_log(report, member_client):
+    panel = make_panel(report, "SELECT 1 / 0", title="Broken")
+    response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
+    html = response.content.decode()
+    assert response.status_code == 422
+    assert "division by zero" not in html
+    assert "The report’s query failed on the database" in html
+    reference = re.search(r"Reference <code>([A-Z0-9]{8})</code>", html).group(1)
+    entry = QueryLog.objects.get(reference=reference)
+    assert (entry.panel_id, entry.error_kind) == (panel.pk, "query") and "division by zero" in entry.error
+
+
+def test_it_says_quietly_that_a_cancelled_panel_was_cancelled(report, member_client):
+    # Staff cancel it from /ops/ while it runs: here the database cancels it itself.
+    panel = make_panel(report, "SELECT pg_cancel_backend(pg_backend_pid()), pg_sleep(5)", title="Cancelled")
+    response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
+    html = response.content.decode()
+    assert response.status_code == 409
+    assert 'class="panel-note" role="status"' in html and "Cancelled" in html
+    assert "panel-error" not in html and "failed" not in html
 
 
 def test_it_runs_a_panel_fresh_when_asked(report, member_client):
