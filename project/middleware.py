@@ -20,7 +20,7 @@ from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.middleware import clickjacking, common, csp, csrf, security
+from django.middleware import clickjacking, common, csp, csrf, locale, security
 
 from project import auth as project_auth
 
@@ -53,6 +53,10 @@ class ContentSecurityPolicyMiddleware(InlineMixin, csp.ContentSecurityPolicyMidd
 
 class CommonMiddleware(InlineMixin, common.CommonMiddleware):
     pass
+
+
+class LocaleMiddleware(InlineMixin, locale.LocaleMiddleware):
+    """The browser's language decides number and date formats (reads headers and the session)."""
 
 
 class XFrameOptionsMiddleware(InlineMixin, clickjacking.XFrameOptionsMiddleware):

@@ -75,10 +75,12 @@ MIDDLEWARE = [
     "project.middleware.SecurityMiddleware",
     "project.middleware.ContentSecurityPolicyMiddleware",
     "project.middleware.SessionMiddleware",
+    "project.middleware.LocaleMiddleware",
     "project.middleware.CommonMiddleware",
     "project.middleware.CsrfViewMiddleware",
     "project.middleware.AuthenticationMiddleware",
     "project.middleware.LoginRequiredMiddleware",
+    "project.navigation.NavigationMiddleware",
     "project.middleware.MessageMiddleware",
     "project.middleware.XFrameOptionsMiddleware",
 ]
@@ -95,6 +97,8 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.template.context_processors.csp",
+                "django.template.context_processors.i18n",
+                "project.navigation.navigation",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],

@@ -373,7 +373,9 @@ class QueryLogQuerySet(models.QuerySet["QueryLog"]):
         """The user's latest report loads, one line per report and filter values, newest first."""
         return (
             self.filter(
-                user_id=user.pk, report__isnull=False, trigger__in=[QueryLog.Trigger.PAGE, QueryLog.Trigger.STREAM]
+                user_id=user.pk,
+                report__in=Report.objects.visible_to(user).values("pk"),
+                trigger__in=[QueryLog.Trigger.PAGE, QueryLog.Trigger.STREAM],
             )
             .values("report__slug", "report__title", "query_string")
             .annotate(last=models.Max("created_at"), panels=models.Count("id"))

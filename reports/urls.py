@@ -23,6 +23,7 @@ urlpatterns = [
     path("", views.report_list, name="list"),
     path("<slug:slug>/", views.report_page, name="report"),
     path("<slug:slug>/stream/", views.report_stream, name="stream"),
+    path("<slug:slug>/favourite", views.favourite, name="favourite"),
     path("<slug:slug>/panels/<int:panel_id>/", views.panel_fragment, name="panel"),
     path("<slug:slug>/panels/<int:panel_id>/export.<export_format:fmt>", views.export, name="export"),
 ]

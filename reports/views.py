@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.db import IntegrityError
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
+from project.navigation import without_navigation
 from project.ratelimit import ratelimit, wants_fresh
 from reports import exports
-from reports.models import QueryLog, Report
+from reports.models import Favourite, QueryLog, Report, Tag
 from reports.runner import PanelRun
-from reports.services import InvalidFilters, Prepared, open_report, run_panels, stream_panels
+from reports.services import InvalidFilters, Prepared, open_report, run_panels, stream_panels, visible_report
 from reports.templatetags.reports import panel_context
 
 
@@ -31,9 +36,23 @@ async def home(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 async def report_list(request: HttpRequest) -> HttpResponse:
+    """The reports shared with the user, favourites first; search, a tag, and their recent runs."""
     user = await request.auser()
-    reports = [report async for report in Report.objects.visible_to(user).for_list()]
-    return render(request, "reports/list.html", {"reports": reports})
+    text, tag = request.GET.get("q", "").strip()[:100], request.GET.get("tag", "").strip()[:50]
+    visible = Report.objects.visible_to(user)
+    reports = visible.for_list().with_favourites(user)
+    if text:
+        reports = reports.search(text)
+    if tag:
+        reports = reports.filter(tags__slug=tag)
+    context = {
+        "reports": [report async for report in reports],
+        "tags": [item async for item in Tag.objects.filter(reports__in=visible.values("pk")).distinct()],
+        "recent": [row async for row in QueryLog.objects.recent_runs(user)],
+        "q": text,
+        "tag": tag,
+    }
+    return render(request, "reports/list.html", context)
 
 
 # Where the finished panels go in the page: the layout before it is sent at once.
@@ -67,16 +86,18 @@ async def report_page(request: HttpRequest, slug: str) -> HttpResponseBase:
             runs.cancel()
         raise
     head, tail = page.split(ARRIVALS)
-    return _streaming(_page_chunks(head, tail, prepared, runs), "text/html; charset=utf-8")
+    return _streaming(_page_chunks(head, tail, prepared, runs, user), "text/html; charset=utf-8")
 
 
-async def _page_chunks(head: str, tail: str, prepared: Prepared, runs: AsyncIterator[PanelRun]) -> AsyncIterator[bytes]:
+async def _page_chunks(
+    head: str, tail: str, prepared: Prepared, runs: AsyncIterator[PanelRun], user: Any
+) -> AsyncIterator[bytes]:
     panels = {panel.pk: panel for panel in prepared.panels}
     left = len(panels)
     try:
         yield head.encode()
         async for run in runs:
-            context = panel_context(prepared.report, panels[run.panel_id], run, prepared.state)
+            context = panel_context(prepared.report, panels[run.panel_id], run, prepared.state, user=user)
             arrival = render_to_string("reports/report.html#arrival", context)
             left -= 1
             # With the last panel the page is complete; the query log is written after it.
@@ -126,6 +147,7 @@ def _filter_errors(request: HttpRequest, errors: InvalidFilters) -> HttpResponse
     return render(request, "reports/_filter_errors.html", {"prepared": errors.prepared}, status=400)
 
 
+@without_navigation
 @require_GET
 @ratelimit("fresh", when=wants_fresh)
 async def panel_fragment(request: HttpRequest, slug: str, panel_id: int) -> HttpResponse:
@@ -137,10 +159,11 @@ async def panel_fragment(request: HttpRequest, slug: str, panel_id: int) -> Http
         return _filter_errors(request, errors)
     # A browser that goes away cancels this task (Django's ASGI handler), which cancels the query.
     [run] = await run_panels(prepared, user, trigger=QueryLog.Trigger.PAGE, fresh=wants_fresh(request))
-    context = panel_context(prepared.report, prepared.panels[0], run, prepared.state)
+    context = panel_context(prepared.report, prepared.panels[0], run, prepared.state, user=user)
     return render(request, "reports/_panel.html", context, status=run.error["status"] if run.error else 200)
 
 
+@without_navigation
 @require_GET
 @ratelimit("report-run")
 @ratelimit("fresh", when=wants_fresh)
@@ -157,12 +180,13 @@ async def report_stream(request: HttpRequest, slug: str) -> HttpResponseBase:
 async def _stream_lines(prepared: Prepared, user: Any, *, fresh: bool) -> AsyncIterator[bytes]:
     panels = {panel.pk: panel for panel in prepared.panels}
     async for run in stream_panels(prepared, user, trigger=QueryLog.Trigger.STREAM, fresh=fresh):
-        context = panel_context(prepared.report, panels[run.panel_id], run, prepared.state)
+        context = panel_context(prepared.report, panels[run.panel_id], run, prepared.state, user=user)
         html = render_to_string("reports/_panel.html", context)
         line = {"panel": run.panel_id, "status": run.error["status"] if run.error else 200, "html": html}
         yield json.dumps(line, cls=DjangoJSONEncoder).encode() + b"\n"
 
 
+@without_navigation
 @require_GET
 async def export(request: HttpRequest, slug: str, panel_id: int, fmt: str) -> HttpResponseBase:
     """The panel's full result, streamed from the database in batches."""
@@ -172,3 +196,20 @@ async def export(request: HttpRequest, slug: str, panel_id: int, fmt: str) -> Ht
     except InvalidFilters as errors:
         return _filter_errors(request, errors)
     return await exports.response(prepared.report, prepared.panels[0], prepared.state.params(), fmt, user_id=user.pk)
+
+
+@require_POST
+async def favourite(request: HttpRequest, slug: str) -> HttpResponse:
+    """Mark or unmark a favourite; the form says which (`on=1`/`on=0`), so a double click is harmless."""
+    user = await request.auser()
+    report = await visible_report(user, slug)
+    assert user.pk is not None  # signed in: LoginRequiredMiddleware
+    if request.POST.get("on") == "1":
+        with contextlib.suppress(IntegrityError):  # the same click, twice at once: it is marked either way
+            await Favourite.objects.aget_or_create(user_id=user.pk, report=report)
+    else:
+        await Favourite.objects.filter(user_id=user.pk, report=report).adelete()
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+        target = reverse("reports:list")
+    return HttpResponseRedirect(target)
