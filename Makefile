@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 BOOT_PYTHON ?= $(shell command -v python3.12 2>/dev/null || command -v python3)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: redis-server for the demo and the tests, chromium for the browser tests,
-# and wrk for `make bench`.
+# npm for axe-core (the browser tests' accessibility checks), and wrk for `make bench`.
 # mypy imports the settings: they need a database URL (never connected to) and debug mode.
 LINT_ENV := DJANGO_DEBUG=1 DATABASE_URL=postgresql://lint@127.0.0.1:1/lint
+AXE_VERSION := 4.14.1
+AXE := tests/browser/vendor/node_modules/axe-core/axe.min.js
 
 .PHONY: demo manage test lint bench profile system-deps redis-deps clean
 
@@ -33,7 +35,7 @@ redis-deps:
 	$(call apt_install,redis-server:redis-server)
 
 system-deps:
-	$(call apt_install,redis-server:redis-server chromium:chromium)
+	$(call apt_install,redis-server:redis-server chromium:chromium npm:npm)
 
 demo: $(VENV)/.installed redis-deps
 	$(PY) -m devtools.services demo
@@ -47,7 +49,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(LINT_ENV) $(VENV)/bin/mypy .
 
-test: $(VENV)/.installed system-deps
+$(AXE): Makefile
+	npm install --silent --no-save --no-audit --no-fund --prefix tests/browser/vendor axe-core@$(AXE_VERSION)
+	touch $@
+
+test: $(VENV)/.installed system-deps $(AXE)
 	$(PY) -m devtools.services run --data-dir .data/test --fresh --redis -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed system-deps

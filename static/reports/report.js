@@ -83,26 +83,8 @@
   function drawChart(panel) {
     const canvas = panel.body.querySelector("canvas[data-chart]");
     const data = panel.body.querySelector('script[type="application/json"]');
-    if (!canvas || !data || panel.chart || typeof window.Chart === "undefined") return;
-    const chart = JSON.parse(data.textContent);
-    const kind = canvas.dataset.chart === "line" ? "line" : "bar";
-    panel.chart = new window.Chart(canvas, {
-      type: kind,
-      data: {
-        labels: chart.labels,
-        datasets: chart.datasets.map(function (set) {
-          return { label: set.label, data: set.data, borderWidth: kind === "line" ? 2 : 0, pointRadius: kind === "line" ? 1.5 : 0, tension: 0.2 };
-        }),
-      },
-      options: {
-        responsive: true,
-        maintainAspectRatio: false,
-        animation: false,
-        interaction: { mode: "index", intersect: false },
-        plugins: { legend: { display: chart.datasets.length > 1 } },
-        scales: { y: { beginAtZero: kind === "bar" } },
-      },
-    });
+    if (!canvas || !data || panel.chart || !window.FanoutCharts || typeof window.Chart === "undefined") return;
+    panel.chart = window.FanoutCharts.draw(canvas, JSON.parse(data.textContent)); // static/reports/charts.js
   }
 
   // The chart library loads without holding up the page: charts that arrived first are drawn once it is there.

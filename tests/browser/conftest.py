@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -97,3 +99,25 @@ def signed_in_page(browser, server_url, member):
     page.errors = errors
     yield page
     context.close()
+
+
+AXE = Path(__file__).parent / "vendor" / "node_modules" / "axe-core" / "axe.min.js"  # installed by the Makefile
+AXE_REPORT = """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations.map(v => ({
+    id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))
+}))"""
+
+
+def axe_violations(page: Any, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict[str, Any]]:
+    """axe-core's violations of the given impacts on the page as it is now. The script goes in
+    through the DevTools protocol, which the page's Content-Security-Policy does not govern."""
+    page.evaluate(AXE.read_text())
+    return [v for v in page.evaluate(AXE_REPORT) if v["impact"] in impacts]
+
+
+def signed_in_context(browser: Any, server_url: str, user: Any, **options: Any) -> Any:
+    """A browser context holding `user`'s session cookie."""
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": server_url}])
+    return context

@@ -7,9 +7,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
+from django.utils.text import slugify
 
 from project.sources import SourceError, get_source
-from reports.models import DataSource, Filter, Panel, Report
+from reports.models import DataSource, Filter, Panel, Report, Tag
 
 CLAIM_ROWS = 5000
 
@@ -70,6 +71,15 @@ CLAIMS_PANELS = [
         f'SELECT ROUND(AVG(PAID_AMOUNT), 2) AS "Average paid" FROM DEMO.CLAIMS {CLAIMS_WHERE}',
     ),
     (
+        "Claims in the last 30 days",
+        Panel.Visualization.NUMBER,
+        Panel.Width.THIRD,
+        "SELECT SUM(CASE WHEN SERVICE_DATE > DATEADD(day, -30, CURRENT_DATE()) THEN 1 ELSE 0 END) AS CLAIMS, "
+        "SUM(CASE WHEN SERVICE_DATE <= DATEADD(day, -30, CURRENT_DATE()) "
+        "AND SERVICE_DATE > DATEADD(day, -60, CURRENT_DATE()) THEN 1 ELSE 0 END) AS PREVIOUS "
+        f"FROM DEMO.CLAIMS {CLAIMS_WHERE}",
+    ),
+    (
         "Paid by month",
         Panel.Visualization.LINE,
         Panel.Width.TWO_THIRDS,
@@ -78,7 +88,7 @@ CLAIMS_PANELS = [
     ),
     (
         "Claims by status",
-        Panel.Visualization.BAR,
+        Panel.Visualization.DONUT,
         Panel.Width.THIRD,
         f"SELECT STATUS, COUNT(*) AS CLAIMS FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 2 DESC",
     ),
@@ -90,9 +100,25 @@ CLAIMS_PANELS = [
     ),
     (
         "Paid by region",
-        Panel.Visualization.BAR,
+        Panel.Visualization.PIE,
         Panel.Width.HALF,
         f"SELECT REGION, SUM(PAID_AMOUNT) AS PAID FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "Claims by TPA and status",
+        Panel.Visualization.STACKED,
+        Panel.Width.HALF,
+        "SELECT TPA, SUM(CASE WHEN STATUS = 'PAID' THEN 1 ELSE 0 END) AS PAID, "
+        "SUM(CASE WHEN STATUS = 'PENDING' THEN 1 ELSE 0 END) AS PENDING, "
+        "SUM(CASE WHEN STATUS = 'DENIED' THEN 1 ELSE 0 END) AS DENIED "
+        f"FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "Claims per month",
+        Panel.Visualization.AREA,
+        Panel.Width.HALF,
+        f"SELECT DATE_TRUNC('month', SERVICE_DATE)::DATE AS MONTH, COUNT(*) AS CLAIMS "
+        f"FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
     ),
     (
         "Largest claims",
@@ -109,6 +135,38 @@ CLAIMS_PANELS = [
         f"ORDER BY SERVICE_DATE DESC",
     ),
 ]
+
+USD = {"format": "currency", "currency": "USD"}
+
+# Column settings, chart options and tags: what the panels read like (reports/presentation.py).
+CLAIMS_SETTINGS: dict[str, dict[str, Any]] = {
+    "Total paid": {"columns": {"Total paid": USD}},
+    "Average claim": {"columns": {"Average paid": {**USD, "label": "Average paid per claim"}}},
+    "Claims in the last 30 days": {
+        "columns": {"CLAIMS": {"label": "Claims"}, "PREVIOUS": {"label": "The 30 days before"}}
+    },
+    "Paid by month": {"columns": {"MONTH": {"label": "Month"}, "PAID": {**USD, "label": "Paid"}}, "partial_last": True},
+    "Claims by status": {"columns": {"STATUS": {"label": "Status"}, "CLAIMS": {"label": "Claims"}}},
+    "Paid by TPA": {"columns": {"PAID": {**USD, "label": "Paid"}}},
+    "Paid by region": {"columns": {"REGION": {"label": "Region"}, "PAID": {**USD, "label": "Paid"}}},
+    "Claims per month": {"columns": {"MONTH": {"label": "Month"}}, "partial_last": True},
+    "Largest claims": {
+        "columns": {
+            "CLAIM_ID": {"label": "Claim"},
+            "SERVICE_DATE": {"label": "Service date", "format": "date"},
+            "PAID_AMOUNT": {**USD, "label": "Paid"},
+        }
+    },
+    "Denied claims": {
+        "columns": {
+            "CLAIM_ID": {"label": "Claim"},
+            "SERVICE_DATE": {"label": "Service date", "format": "date"},
+            "PAID_AMOUNT": {**USD, "label": "Paid"},
+        }
+    },
+}
+PANEL_DEFAULTS: dict[str, Any] = {"columns": {}, "chart_x": "", "chart_y": "", "partial_last": False}
+TAGS = {"claims-overview": ["Claims", "Finance"], "fanout-activity": ["Operations"], "isolation": ["Operations"]}
 
 ACTIVITY_FILTERS = [
     dict(name="period", label="Run date", kind=Filter.Kind.DATE_RANGE, default="-30d..today", required=True),
@@ -362,6 +420,9 @@ class Command(BaseCommand):
             slug=slug, defaults={"title": title, "description": description, "owner": owner}
         )
         report.groups.add(group)
+        report.tags.set(
+            Tag.objects.get_or_create(slug=slugify(name), defaults={"name": name})[0] for name in TAGS.get(slug, [])
+        )
         # Updated in place, so the query log keeps pointing at the same panels.
         for order, spec in enumerate(filters):
             Filter.objects.update_or_create(
@@ -385,6 +446,8 @@ class Command(BaseCommand):
                     "timeout": timeout,
                     "sql": sql.strip(),
                     "order": order,
+                    **PANEL_DEFAULTS,
+                    **CLAIMS_SETTINGS.get(name, {}),
                 },
             )
         report.panels.exclude(title__in=[panel[0] for panel in panels]).delete()
