@@ -3,8 +3,10 @@
 Per source and operation: calls, success rate, timeouts and p50/p95/p99 latency estimated
 from the histogram buckets (as Prometheus' histogram_quantile does); pool and executor use;
 cache hit ratios; the task queue; the queries in flight, each with a Cancel button that
-cancels it on its database. Figures come from the prometheus-client registry, so in
-multi-process mode (PROMETHEUS_MULTIPROC_DIR) they cover every worker, like /metrics.
+cancels it on its database; and, from the query log, each source's last hour in five-minute
+buckets (runs, failures, median and p95 latency) for the small trend charts. Figures come
+from the prometheus-client registry, so in multi-process mode (PROMETHEUS_MULTIPROC_DIR)
+they cover every worker, like /metrics.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Min
+from django.db.models import Aggregate, Count, DateTimeField, FloatField, Func, Min, Q, Value
 from django.tasks import TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
+from reports.models import QueryLog
 
 
 @dataclass
@@ -144,3 +148,105 @@ async def queue_figures() -> QueueFigures:
     async for row in waiting.values("queue_name").annotate(n=Count("id")).order_by("queue_name"):
         by_queue[row["queue_name"]] = row["n"]
     return QueueFigures(totals["n"], totals["oldest"], dict(by_queue))
+
+
+# --- failure kinds and the last hour's trends ------------------------------------------------
+
+FAILURE_WORDS = {
+    "timeout": "timed out",
+    "cancelled": "cancelled",
+    "unavailable": "source unreachable",
+    "query": "refused by the database",
+    "parameters": "bad filter values",
+    "error": "unexpected errors",
+}
+
+
+def failure_words(failures: dict[str, int]) -> list[tuple[int, str, str]]:
+    """(count, words, kind) for each failure kind but timeouts (they have their own column)."""
+    return [(n, FAILURE_WORDS.get(kind, kind), kind) for kind, n in failures.items() if kind != "timeout"]
+
+
+REFRESH_SECONDS = 15  # how often the page reloads its figures
+TREND_BUCKETS = 12  # five-minute buckets over the last hour
+BUCKET = timedelta(minutes=5)
+
+
+class Percentile(Aggregate):
+    template = "PERCENTILE_CONT(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, fraction: float) -> None:
+        super().__init__(expression, fraction=fraction)
+
+
+@dataclass
+class SourceTrend:
+    """One source's last hour: runs, failures and median/p95 latency per five minutes."""
+
+    source: str
+    start: datetime
+    runs: list[int] = field(default_factory=lambda: [0] * TREND_BUCKETS)
+    failed: list[int] = field(default_factory=lambda: [0] * TREND_BUCKETS)
+    p50_ms: list[float | None] = field(default_factory=lambda: [None] * TREND_BUCKETS)
+    p95_ms: list[float | None] = field(default_factory=lambda: [None] * TREND_BUCKETS)
+
+    @property
+    def total_runs(self) -> int:
+        return sum(self.runs)
+
+    @property
+    def total_failed(self) -> int:
+        return sum(self.failed)
+
+    @property
+    def latest_p95(self) -> float | None:
+        return next((value for value in reversed(self.p95_ms) if value is not None), None)
+
+    def latency_line(self, width: int = 120, height: int = 28) -> str:
+        """SVG polyline points of p95 latency, scaled to the hour's highest."""
+        values = self.p95_ms
+        top = max((value for value in values if value is not None), default=0) or 1
+        step = width / (len(values) - 1)
+        return " ".join(
+            f"{index * step:.1f},{height - 2 - (value / top) * (height - 4):.1f}"
+            for index, value in enumerate(values)
+            if value is not None
+        )
+
+    def failure_bars(self, width: int = 120, height: int = 28) -> list[tuple[float, float, float, int]]:
+        """(x, y, height, count) of a bar per bucket that had failures, scaled to the busiest bucket."""
+        top = max(self.runs) or 1
+        slot = width / len(self.failed)
+        return [
+            (index * slot + 1, height - max(2.0, n / top * height), max(2.0, n / top * height), n)
+            for index, n in enumerate(self.failed)
+            if n
+        ]
+
+
+async def source_trends(now: datetime | None = None) -> list[SourceTrend]:
+    """Per source, from the query log: panel runs that reached the database (cache hits excluded)."""
+    now = now or timezone.now()
+    start = now - BUCKET * TREND_BUCKETS
+    bucket = Func(Value(BUCKET), "created_at", Value(start), function="date_bin", output_field=DateTimeField())
+    rows = (
+        QueryLog.objects.filter(created_at__gt=start, cache_hit=False)
+        .annotate(bucket=bucket)
+        .values("source", "bucket")
+        .annotate(
+            runs=Count("id"),
+            failed=Count("id", filter=~Q(error_kind="")),
+            p50=Percentile("duration_ms", 0.5),
+            p95=Percentile("duration_ms", 0.95),
+        )
+        .order_by("source", "bucket")
+    )
+    trends: dict[str, SourceTrend] = {}
+    async for row in rows:
+        trend = trends.setdefault(row["source"], SourceTrend(row["source"], start))
+        index = min(TREND_BUCKETS - 1, max(0, int((row["bucket"] - start) / BUCKET)))
+        trend.runs[index] += row["runs"]
+        trend.failed[index] += row["failed"]
+        trend.p50_ms[index], trend.p95_ms[index] = row["p50"], row["p95"]
+    return list(trends.values())

@@ -17,7 +17,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from ops.figures import queue_figures, source_figures
+from ops.figures import REFRESH_SECONDS, failure_words, queue_figures, source_figures, source_trends
 from project import cache
 from project.auth import staff_required
 from project.metrics import render_latest
@@ -124,7 +124,9 @@ async def operations(request: HttpRequest) -> HttpResponse:
     calls, pools = await sync_to_async(source_figures, thread_sensitive=False)()
     caches = await sync_to_async(cache.status, thread_sensitive=False)()
     context = {
-        "calls": calls,
+        "calls": [(row, failure_words(row.failures)) for row in calls],
+        "trends": await source_trends(),
+        "refresh_seconds": REFRESH_SECONDS,
         "pools": pools,
         "caches": caches,
         "queue": await queue_figures(),

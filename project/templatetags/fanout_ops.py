@@ -24,3 +24,8 @@ def ago(unix_time: float | None) -> str:
 @register.filter
 def percent(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.1%}"
+
+
+@register.filter
+def ms_figure(milliseconds: float | None) -> str:
+    return human_seconds(None if milliseconds is None else milliseconds / 1000)

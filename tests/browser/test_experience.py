@@ -301,3 +301,19 @@ def test_it_finds_no_serious_accessibility_problem_on_any_page_kind(
     staff.close()
     failures = {name: violations for name, violations in found.items() if violations}
     assert not failures, json.dumps(failures, indent=1, ensure_ascii=False)
+
+
+def test_it_keeps_the_operations_page_current(browser, server_url, owner, quick_report) -> None:
+    context = signed_in_context(browser, server_url, owner)
+    page = context.new_page()
+    page.goto(f"{server_url}/reports/claims/")
+    wait_for_panels(page, 1)  # a run for the last hour's trend
+    page.goto(f"{server_url}/ops/")
+    expect(page.locator("#trends tr[data-trend=postgres] svg polyline")).to_have_count(1)
+    stamp = page.locator("[data-updated]").get_attribute("datetime")
+    # The page fetches its figures again by itself (every 15 s), in place.
+    expect(page.locator("[data-live]")).to_have_attribute("data-refreshed", "1", timeout=45_000)
+    assert page.locator("[data-updated]").get_attribute("datetime") != stamp
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_have_attribute("aria-pressed", "true")
+    context.close()

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.tasks import task
+from django.utils import timezone
 
 from ops.figures import OperationFigures, source_figures
 from project.metrics import POOL_IN_USE, POOL_SIZE, SOURCE_CALLS, SOURCE_LATENCY
+from reports.models import QueryLog
 
 
 @task()
@@ -65,4 +69,39 @@ def test_it_shows_the_page_to_staff_only(member_client, outsider_client) -> None
 
 def test_it_uses_no_inline_scripts_or_styles(owner_client) -> None:
     html = owner_client.get("/ops/").content.decode()
-    assert "<script" not in html and "<style" not in html and "style=" not in html
+    inline_scripts = re.findall(r"<script(?![^>]*\bsrc=)", html)  # a script file is fine (CSP: 'self')
+    assert inline_scripts == [] and "<style" not in html and "style=" not in html
+
+
+def test_it_names_each_failure_kind_in_words(owner_client) -> None:
+    operation = f"query-{uuid.uuid4().hex[:6]}"
+    record_calls("postgres", operation, [0.1] * 6, ["ok", "query", "query", "error", "unavailable", "timeout"])
+    html = owner_client.get("/ops/").content.decode()
+    row = html[html.index(f"<td>{operation}</td>") :].split("</tr>")[0]
+    assert "2 refused by the database" in row and "1 unexpected errors" in row and "1 source unreachable" in row
+    assert "query: 2" not in row
+
+
+def test_it_charts_each_sources_last_hour_from_the_query_log(owner_client) -> None:
+    now = timezone.now()
+    entries = [
+        QueryLog(trigger="page", source="warehouse", duration_ms=ms, error_kind=kind)
+        for ms, kind in [(100, ""), (300, ""), (900, "timeout"), (50, "query")]
+    ]
+    entries.append(QueryLog(trigger="page", source="warehouse", duration_ms=5, cache_hit=True))  # no database
+    QueryLog.objects.bulk_create(entries)
+    QueryLog.objects.filter(duration_ms=900).update(created_at=now - timedelta(minutes=40))
+    old = QueryLog.objects.create(trigger="page", source="warehouse", duration_ms=1)
+    QueryLog.objects.filter(pk=old.pk).update(created_at=now - timedelta(hours=2))  # before the hour
+    html = owner_client.get("/ops/").content.decode()
+    row = html[html.index('<tr data-trend="warehouse">') :].split("</tr>")[0]
+    cells = [cell.split(">", 1)[1] for cell in row.split("<td")[1:4]]
+    assert [cell.split("</td>")[0] for cell in cells] == ["warehouse", "4", "2"]
+    assert row.count("<rect ") == 2  # two five-minute steps had a failure
+    assert 'aria-label="2 failed runs of warehouse in the last hour"' in row
+    assert "<polyline points=" in row
+
+
+def test_it_refreshes_itself(owner_client) -> None:
+    html = owner_client.get("/ops/").content.decode()
+    assert 'data-live data-refresh-seconds="15"' in html and "ops/ops.js" in html
