@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 from project import cache
 from reports import filters as filtering
 from reports import runner
-from reports.models import DataSource, Filter, Panel, QueryLog, Report
+from reports.models import DataSource, Filter, Panel, QueryLog, Report, Tag
 from reports.sql import parameter_problems
 
 PREVIEW_ROWS = 20
@@ -85,12 +85,22 @@ class PanelInline(admin.StackedInline):
         "sql",
         ("source", "visualization", "width"),
         ("timeout", "cache_ttl", "stale_while_revalidate"),
+        "columns",
+        ("chart_x", "chart_y", "partial_last"),
     )
     formfield_overrides = {
         Panel._meta.get_field("sql").__class__: {
             "widget": forms.Textarea(attrs={"rows": 6, "cols": 90, "class": "sql"})
-        }
+        },
+        Panel._meta.get_field("columns").__class__: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 90})},
     }
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    search_fields = ("name",)
 
 
 @admin.register(DataSource)
@@ -103,9 +113,9 @@ class DataSourceAdmin(admin.ModelAdmin):
 class ReportAdmin(admin.ModelAdmin):
     list_display = ("title", "slug", "owner", "updated_at")
     search_fields = ("title", "slug", "description")
-    list_filter = ("groups",)
+    list_filter = ("groups", "tags")
     prepopulated_fields = {"slug": ("title",)}
-    filter_horizontal = ("groups",)
+    filter_horizontal = ("groups", "tags")
     inlines = (FilterInline, PanelInline)
     actions = ("clear_cached_results",)
     view_on_site = True
@@ -138,6 +148,10 @@ class PanelForm(forms.ModelForm):
             "timeout",
             "cache_ttl",
             "stale_while_revalidate",
+            "columns",
+            "chart_x",
+            "chart_y",
+            "partial_last",
         )
         widgets = {"sql": forms.Textarea(attrs={"rows": 12, "cols": 100, "class": "sql"})}
 
@@ -187,9 +201,11 @@ class QueryLogAdmin(admin.ModelAdmin):
         "rows",
         "cache_hit",
         "error_kind",
+        "reference",
     )
     list_filter = ("trigger", "cache_hit", "error_kind", "source", "report")
-    search_fields = ("error", "query_id", "panel__title", "report__title")
+    # A reference a person quotes from a failed panel finds its line, with the database's message.
+    search_fields = ("reference", "error", "query_id", "panel__title", "report__title")
     date_hierarchy = "created_at"
     list_select_related = ("user", "report", "panel")
     readonly_fields = [field.name for field in QueryLog._meta.fields]
