@@ -214,6 +214,14 @@ class SourceTrend:
             if value is not None
         )
 
+    def latest_point(self, width: int = 120, height: int = 28) -> tuple[str, str] | None:
+        """Where the latest p95 sits on the line: a dot, so even one five-minute step shows."""
+        points = self.latency_line(width, height).split()
+        if not points:
+            return None
+        x, y = points[-1].split(",")
+        return x, y
+
     def failure_bars(self, width: int = 120, height: int = 28) -> list[tuple[float, float, float, int]]:
         """(x, y, height, count) of a bar per bucket that had failures, scaled to the busiest bucket."""
         top = max(self.runs) or 1

@@ -29,6 +29,7 @@ from django.utils.text import slugify
 
 from project.sources import SourceError
 from reports.models import Panel, QueryLog, Report, json_safe
+from reports.presentation import CURRENCY_SYMBOLS
 from reports.runner import bind, panel_params
 from reports.sql import refuse_unless_read_only
 
@@ -143,7 +144,6 @@ def csv_cell(value: Any) -> Any:
 
 # A spreadsheet's numbers are doubles, which Excel shows to 15 significant digits.
 EXCEL_DIGITS = 15
-CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CHF": "CHF ", "CAD": "CA$"}
 
 
 def number_format(setting: dict[str, Any], sample: Any) -> str | None:

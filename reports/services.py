@@ -154,27 +154,6 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool)
 
 
-def chart_data(columns: list[str], rows: list[list[Any]]) -> dict[str, Any] | None:
-    """Labels from the first column, one series per other column that holds only numbers."""
-    if len(columns) < 2 or not rows:
-        return None
-    series = [
-        index
-        for index in range(1, len(columns))
-        if all(row[index] is None or is_number(row[index]) for row in rows)
-        and any(row[index] is not None for row in rows)
-    ]
-    if not series:
-        return None
-    return {
-        "labels": [label(row[0]) for row in rows],
-        "datasets": [
-            {"label": columns[index], "data": [None if row[index] is None else float(row[index]) for row in rows]}
-            for index in series
-        ],
-    }
-
-
 def label(value: Any) -> str:
     """A value as a table cell or chart label: midnight timestamps as dates, floats without noise."""
     if isinstance(value, datetime.datetime):
@@ -201,12 +180,3 @@ def ago(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{int(seconds // 3600)} h ago"
     return f"{int(seconds // 86400)} d ago"
-
-
-def headline(value: Any) -> str:
-    """A single-number panel's value, with thousands separators."""
-    if isinstance(value, bool) or not is_number(value):
-        return label(value)
-    if isinstance(value, int) or (isinstance(value, decimal.Decimal) and value == value.to_integral_value()):
-        return f"{int(value):,}"
-    return f"{float(value):,.2f}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from django import template
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from reports import presentation
 from reports.filters import FilterState
@@ -105,3 +108,11 @@ def option_error(errors: dict[str, Any], name: str) -> str:
 def filter_values(query_string: str) -> str:
     """A recent run's filter values, for reading: "2026-01-01 · 2026-03-31 · ACME"."""
     return " · ".join(value for _, value in parse_qsl(query_string) if value)
+
+
+@register.filter
+def since(moment: datetime.datetime) -> str:
+    """“just now” under a minute, else Django's “3 hours ago”."""
+    if timezone.now() - moment < datetime.timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(moment)} ago"

@@ -13,9 +13,10 @@
     return value || fallback;
   }
 
-  function formatter(format) {
+  // compact: for an axis, "$600K" rather than "$600,000.00".
+  function formatter(format, compact) {
     const locale = document.documentElement.lang || undefined;
-    const options = {};
+    const options = compact ? { notation: "compact", minimumFractionDigits: 0, maximumFractionDigits: 1 } : {};
     format = format || {};
     if (format.style === "currency") {
       options.style = "currency";
@@ -23,10 +24,11 @@
     } else if (format.style === "percent") {
       options.style = "percent";
     }
-    if (format.decimals !== null && format.decimals !== undefined) {
+    // An axis shows round figures (compact); tooltips keep the column's decimals.
+    if (!compact && format.decimals !== null && format.decimals !== undefined) {
       options.minimumFractionDigits = format.decimals;
       options.maximumFractionDigits = format.decimals;
-    } else if (format.style !== "currency") {
+    } else if (!compact && format.style !== "currency") {
       options.maximumFractionDigits = 2;
     }
     const number = new Intl.NumberFormat(locale, options);
@@ -48,6 +50,7 @@
     const labels = data.labels.slice();
     if (partial && kind !== "scatter") labels[last] = labels[last] + " (partial)";
     const formats = data.datasets.map(function (set) { return formatter(set.format); });
+    const axis = formatter(data.datasets.length ? data.datasets[0].format : null, true);
 
     const datasets = data.datasets.map(function (set, index) {
       const colour = PALETTE[index % PALETTE.length];
@@ -118,7 +121,7 @@
           stacked: stacked,
           beginAtZero: kind !== "line" && kind !== "scatter",
           grid: grid,
-          ticks: Object.assign({ callback: function (value) { return formats[0](value); } }, ticks),
+          ticks: Object.assign({ callback: function (value) { return axis(value); } }, ticks),
         },
       };
       if (kind === "scatter") options.scales.x.type = "linear";

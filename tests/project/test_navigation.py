@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
@@ -65,3 +66,12 @@ def test_it_answers_404_in_the_sites_layout(member_client):
 def test_it_shows_the_login_page_without_navigation(client):
     html = client.get("/accounts/login/").content.decode()
     assert links(html) == [] and "/static/css/fanout.css" in html
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_answers_an_unknown_address_in_the_sites_layout_on_the_async_path(async_owner_client):
+    # No view ran, so no middleware worked out the links: Django renders the page on a thread.
+    response = await async_owner_client.get("/no/such/page/")
+    html = response.content.decode()
+    assert response.status_code == 404
+    assert "There is nothing at this address" in html and links(html)[:1] == ["Reports"]

@@ -95,7 +95,7 @@ CLAIMS_PANELS = [
     (
         "Paid by TPA",
         Panel.Visualization.BAR,
-        Panel.Width.HALF,
+        Panel.Width.TWO_THIRDS,
         f"SELECT TPA, SUM(PAID_AMOUNT) AS PAID FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 2 DESC",
     ),
     (
