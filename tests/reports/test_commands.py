@@ -91,6 +91,18 @@ def test_it_prints_csv(report):
     assert "status,answer\r\nok,42" in out.getvalue()
 
 
+def test_it_prints_the_databases_exact_numbers_as_csv(report):
+    # The demo's "Paid by month" on the warehouse: a SUM of NUMBER(12, 2) once printed 1289679.5999999999.
+    sql = (
+        "SELECT SUM(PAID) AS PAID, 1289679.6::float AS RATIO FROM (SELECT CAST(1289679.30 AS NUMBER(12, 2)) AS PAID "
+        "UNION ALL SELECT CAST(0.10 AS NUMBER(12, 2)) UNION ALL SELECT CAST(0.20 AS NUMBER(12, 2)))"
+    )
+    make_panel(report, sql, source="snowflake", title="Sum")
+    out = StringIO()
+    call_command("run_report", "claims", "--format", "csv", stdout=out)
+    assert "PAID,RATIO\r\n1289679.60,1289679.6\r\n" in out.getvalue()
+
+
 def test_it_runs_every_async_command_many_times_in_one_process(report, caplog) -> None:
     keep_pool_warnings_out_of(caplog)
     make_filter(report, "n", "number", default="1")
