@@ -156,9 +156,9 @@ class PanelForm(forms.ModelForm):
         widgets = {"sql": forms.Textarea(attrs={"rows": 12, "cols": 100, "class": "sql"})}
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        sql_problems(self, saved_parameters(cleaned.get("report")))
-        return cleaned
+        super().clean()
+        sql_problems(self, saved_parameters(self.cleaned_data.get("report")))
+        return self.cleaned_data
 
 
 @admin.register(Panel)

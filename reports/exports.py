@@ -19,7 +19,7 @@ import decimal
 import io
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import IO, Any
 
 from django.conf import settings
@@ -40,7 +40,7 @@ CONTENT_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 
-Batches = AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]
+Batches = AsyncGenerator[tuple[list[str], list[tuple[Any, ...]]]]
 
 
 def _timeout() -> float:

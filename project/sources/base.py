@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,7 +61,7 @@ class Source(Protocol):
         timeout: float | None = None,
         batch_size: int = 5000,
         workload: str | None = "exports",
-    ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]: ...
+    ) -> AsyncGenerator[tuple[list[str], list[tuple[Any, ...]]]]: ...
 
     async def ping(self) -> float: ...
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -172,7 +172,7 @@ class PostgresSource:
         timeout: float | None = None,  # noqa: ASYNC109 - the Source interface
         batch_size: int = 5000,
         workload: str | None = "exports",
-    ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]:
+    ) -> AsyncGenerator[tuple[list[str], list[tuple[Any, ...]]]]:
         """Yield (columns, rows) batches from a server-side cursor, so memory stays flat; an
         empty result is one batch without rows, which still names the columns."""
         share = resolve_workload(workload or "exports", True)

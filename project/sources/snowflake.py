@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -493,7 +493,7 @@ class SnowflakeSource:
         timeout: float | None = None,  # noqa: ASYNC109 - the Source interface
         batch_size: int = 5000,
         workload: str | None = "exports",
-    ) -> AsyncIterator[tuple[list[str], list[tuple[Any, ...]]]]:
+    ) -> AsyncGenerator[tuple[list[str], list[tuple[Any, ...]]]]:
         """Yield (columns, rows) batches; the whole export shares one deadline. An empty result
         is one batch without rows, which still names the columns."""
         timeout = timeout or settings.SOURCE_DEFAULT_TIMEOUT

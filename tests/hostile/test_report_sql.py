@@ -67,7 +67,9 @@ def test_it_refuses_a_multi_statement_panel_saved_through_the_orm_on_every_path(
     assert run.status_code == 200
     assert run.json()["panels"][0]["error"] == {"kind": "query", "message": REFUSED, "status": 422}
     # An analyst's page says it failed and gives the reference; the log has the refusal.
-    reference = re.search(r"Reference <code>(\w+)</code>", fragment.content.decode()).group(1)
+    found = re.search(r"Reference <code>(\w+)</code>", fragment.content.decode())
+    assert found is not None
+    reference = found.group(1)
     assert QueryLog.objects.get(reference=reference).error == REFUSED
     assert export.status_code == 422
     assert export.content.decode() == REFUSED
