@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "project",
     "ops",
     "reports",
+    "schedules",
     "tpa",
 ]
 
@@ -487,3 +488,45 @@ MIDDLEWARE.insert(
 )
 if CACHE_TTLS["tokens"] > 60:
     raise ImproperlyConfigured("CACHE_TTL_TOKENS must be at most 60: a revoked token stays trusted that long.")
+
+
+# --- Schedules, subscriptions and alerts (issue 14) --------------------------------------
+
+# How often `manage.py scheduler` looks for due schedules, and the most it claims at once.
+SCHEDULES_TICK_SECONDS = positive_float("SCHEDULES_TICK_SECONDS", 10.0)
+SCHEDULES_BATCH = positive_int("SCHEDULES_BATCH", 50)
+# A failed e-mail or webhook is tried this many times in all, waiting base * 2^n between tries.
+SCHEDULES_DELIVERY_ATTEMPTS = positive_int("SCHEDULES_DELIVERY_ATTEMPTS", 5)
+SCHEDULES_RETRY_BASE_SECONDS = positive_float("SCHEDULES_RETRY_BASE_SECONDS", 30.0)
+SCHEDULES_WEBHOOK_TIMEOUT = positive_float("SCHEDULES_WEBHOOK_TIMEOUT", 10.0)
+# Rendering one PDF (Chromium, in the task worker) may take this long.
+SCHEDULES_PDF_TIMEOUT = positive_float("SCHEDULES_PDF_TIMEOUT", 120.0)
+SCHEDULES_CHROMIUM = env.str("SCHEDULES_CHROMIUM", default="/usr/bin/chromium")
+# Links in e-mails point here.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
+# Mail (Django 6.1 MAILERS): SMTP when EMAIL_HOST is set; otherwise (the demo) each message
+# is a file under .data/mail/, where a person can read it.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="fanout@localhost")
+if email_host := env.str("EMAIL_HOST", default=""):
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {
+                "host": email_host,
+                "port": env.int("EMAIL_PORT", default=25),
+                "username": env.str("EMAIL_HOST_USER", default="") or None,
+                "password": secret("EMAIL_HOST_PASSWORD", "") or None,
+                "use_tls": env.bool("EMAIL_USE_TLS", default=False),
+                # Bounds every socket call of the SMTP conversation.
+                "timeout": positive_float("EMAIL_TIMEOUT", 30.0),
+            },
+        }
+    }
+else:
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "OPTIONS": {"file_path": env.str("EMAIL_FILE_PATH", default=str(BASE_DIR / ".data" / "mail"))},
+        }
+    }

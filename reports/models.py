@@ -393,6 +393,7 @@ class QueryLog(models.Model):
         EXPORT = "export", "Export"
         COMMAND = "command", "Command"
         ADMIN = "admin", "Admin preview"
+        SCHEDULE = "schedule", "Schedule"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
