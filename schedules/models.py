@@ -220,7 +220,12 @@ class Alert(models.Model):
     def describe(self) -> str:
         if self.condition == self.Condition.CHANGED:
             return "changed"
-        return f"{self.get_condition_display()} {self.threshold.normalize() if self.threshold is not None else ''}"
+        return f"{self.get_condition_display()} {self.threshold_text}"
+
+    @property
+    def threshold_text(self) -> str:
+        """10000, not 10000.000000 or 1E+4."""
+        return "" if self.threshold is None else f"{self.threshold.normalize():f}"
 
     def clean(self) -> None:
         if self.condition != self.Condition.CHANGED and self.threshold is None:

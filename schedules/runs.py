@@ -199,7 +199,7 @@ async def check_alert(run: Run, alert: Alert, runs: list[PanelRun]) -> None:
         "panel": alert.panel.title,
         "column": alert.column,
         "condition": alert.condition,
-        "threshold": None if alert.threshold is None else str(alert.threshold.normalize()),
+        "threshold": alert.threshold_text or None,
         "value": value,
         "previous_value": alert.last_value,
         "state": new,
