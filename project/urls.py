@@ -22,5 +22,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls({"": ops_api.router, "/reports": reports_api.router, "/tpa": tpa_api.router})),
     path("reports/", include("reports.urls")),
+    path("reports/", include("schedules.urls")),
     path("tpa/", include("tpa.urls")),
 ]
