@@ -276,6 +276,8 @@ def demo(data_dir: Path) -> int:
         if workers > 1:
             multiprocess_metrics(data_dir)
         worker = stack.enter_context(child([PYTHON, str(BASE_DIR / "manage.py"), "db_worker"], "task worker"))
+        # Queues the due runs of report schedules; the worker runs them (mail goes to .data/mail/).
+        scheduler = stack.enter_context(child([PYTHON, str(BASE_DIR / "manage.py"), "scheduler"], "scheduler"))
         web = stack.enter_context(
             child(
                 [
@@ -302,9 +304,9 @@ def demo(data_dir: Path) -> int:
             flush=True,
         )
         print("In another terminal: make manage ARGS='cache_status'  (or run_report, tpa_run, ...)\n", flush=True)
-        while web.poll() is None and worker.poll() is None:
+        while web.poll() is None and worker.poll() is None and scheduler.poll() is None:
             time.sleep(0.5)
-        return web.returncode or worker.returncode or 0
+        return web.returncode or worker.returncode or scheduler.returncode or 0
 
 
 def manage_demo(data_dir: Path, args: list[str]) -> int:

@@ -23,6 +23,7 @@ from project.auth import staff_required
 from project.metrics import render_latest
 from project.models import CacheControl
 from project.sources import SourceError, get_source, inflight, source_names
+from schedules.history import ops_context as schedule_history
 
 
 @login_not_required
@@ -137,6 +138,7 @@ async def operations(request: HttpRequest) -> HttpResponse:
         # Decided here: a permission check while rendering would query from the event loop.
         "can_control_caches": await CacheControl.auser_can_control(await request.auser()),
         "now": time.time(),
+        **await schedule_history(),
     }
     return render(request, "ops/operations.html", context)
 

@@ -49,8 +49,10 @@ async def attempt(delivery_id: int) -> str:
         await _send(delivery)
     except Skip as skipped:
         delivery.status, delivery.error = Delivery.Status.SKIPPED, str(skipped)
-    except DeliveryError as exc:
-        delivery.error = f"attempt {delivery.attempts}: {exc}"
+    except Exception as exc:  # DeliveryError, or a bug: either way counted, retried, and shown
+        if not isinstance(exc, DeliveryError):
+            logger.exception("delivery %s failed unexpectedly", delivery.pk)
+        delivery.error = f"attempt {delivery.attempts}: {exc if isinstance(exc, DeliveryError) else repr(exc)}"
         if delivery.attempts >= settings.SCHEDULES_DELIVERY_ATTEMPTS:
             delivery.status, delivery.next_attempt_at = Delivery.Status.FAILED, None
             logger.warning("delivery %s failed for good: %s", delivery.pk, exc)
