@@ -52,6 +52,7 @@ async def section_context(prepared: Prepared, user: User) -> dict[str, Any]:
             .select_related("schedule")
             .prefetch_related(Prefetch("deliveries", Delivery.objects.order_by("pk")))[:HISTORY]
         ]
+    latest = {"schedule": schedules[-1].pk} if schedules else {}
     return {
         "report": report,
         "query": prepared.state.query_string(),
@@ -60,9 +61,12 @@ async def section_context(prepared: Prepared, user: User) -> dict[str, Any]:
         "last_refresh": last_refresh,
         "next_refresh": next_refresh,
         "runs": runs,
-        "schedule_form": ScheduleForm() if can_edit else None,
-        "subscription_form": SubscriptionForm(report=report) if can_edit else None,
-        "alert_form": AlertForm(report=report) if can_edit else None,
+        # Three forms on one page: ids of their own (both of the last two have "addresses").
+        "schedule_form": ScheduleForm(auto_id="schedule_%s") if can_edit else None,
+        "subscription_form": SubscriptionForm(report=report, auto_id="subscription_%s", initial=latest)
+        if can_edit
+        else None,
+        "alert_form": AlertForm(report=report, auto_id="alert_%s", initial=latest) if can_edit else None,
     }
 
 
