@@ -14,6 +14,7 @@ every process under it (Chromium's), summed, and the worker's own resident set.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import statistics
@@ -51,10 +52,8 @@ class Peak:
                 # PSS: Chromium's processes share pages; summing their RSS would count those many times.
                 tree = self.process.memory_full_info().pss
                 for child in self.process.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.NoSuchProcess):  # it ended between the two calls
                         tree += child.memory_full_info().pss
-                    except psutil.NoSuchProcess:
-                        pass
             except psutil.NoSuchProcess:
                 return
             self.own, self.tree = max(self.own, own), max(self.tree, tree)
