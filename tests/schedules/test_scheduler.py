@@ -6,7 +6,7 @@ import datetime
 import threading
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -108,3 +108,54 @@ def test_a_scheduler_started_after_a_gap_catches_up_once(owner, processes: Proce
         assert process.wait(60) == 0, processes.logs()
 
     assert Run.objects.filter(schedule=schedule).count() == 1
+
+
+def backends_waiting_to_enqueue() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+            "AND query LIKE %s",
+            [f'INSERT INTO "{DBTaskResult._meta.db_table}"%'],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def backend_alive(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone() is not None
+
+
+def test_a_scheduler_killed_mid_claim_leaves_nothing_half_done_and_another_takes_over(owner, processes: Processes):
+    import os
+    import signal
+
+    import psycopg
+
+    report = make_claims_report(owner)
+    schedules = [make_schedule(report) for _ in range(3)]
+    Schedule.objects.update(next_run_at=timezone.now() - datetime.timedelta(minutes=1))
+    db = connection.settings_dict
+    # Hold the task table: the scheduler locks the schedules, records the runs and advances
+    # them, then waits here to enqueue, in the middle of its transaction.
+    holder = psycopg.connect(host=db["HOST"], user=db["USER"], dbname=db["NAME"])
+    holder.execute(f'LOCK TABLE "{DBTaskResult._meta.db_table}" IN EXCLUSIVE MODE')
+    try:
+        killed = processes.start("killed", "scheduler", "--tick", "0.05")
+        processes.wait_until(lambda: bool(backends_waiting_to_enqueue()), "the scheduler waiting to enqueue")
+        [backend] = backends_waiting_to_enqueue()
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    finally:
+        holder.rollback()
+        holder.close()
+    # Its transaction ends with its connection: the schedules are free again.
+    processes.wait_until(lambda: not backend_alive(backend), "the killed scheduler's connection gone")
+    assert not Run.objects.exists()
+    assert Schedule.objects.due(timezone.now()).count() == 3
+
+    other = processes.start("other", "scheduler", "--once")
+    assert other.wait(60) == 0, processes.logs()
+    runs = Run.objects.all()
+    assert sorted(run.schedule_id for run in runs) == sorted(schedule.pk for schedule in schedules)
+    assert all(DBTaskResult.objects.filter(pk=run.task_id).exists() for run in runs)
