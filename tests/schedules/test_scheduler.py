@@ -157,5 +157,5 @@ def test_a_scheduler_killed_mid_claim_leaves_nothing_half_done_and_another_takes
     other = processes.start("other", "scheduler", "--once")
     assert other.wait(60) == 0, processes.logs()
     runs = Run.objects.all()
-    assert sorted(run.schedule_id for run in runs) == sorted(schedule.pk for schedule in schedules)
+    assert sorted(Run.objects.values_list("schedule_id", flat=True)) == sorted(schedule.pk for schedule in schedules)
     assert all(DBTaskResult.objects.filter(pk=run.task_id).exists() for run in runs)
