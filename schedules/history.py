@@ -38,9 +38,14 @@ async def section_context(prepared: Prepared, user: User) -> dict[str, Any]:
             "subscriptions__users", "subscriptions__owner", "alerts__panel"
         )
     ]
+    # The page reuses a panel's result for its cache TTL only: a schedule further apart than
+    # that leaves the page querying again in between, which the owner should know.
+    ttl = min((panel.effective_ttl for panel in prepared.panels), default=None)
     for schedule in schedules:
         schedule.matches_page = same_filters(prepared, schedule)  # type: ignore[attr-defined]
         schedule.filters_text = shown_filters(prepared, schedule)  # type: ignore[attr-defined]
+        period = schedule.period_seconds()
+        schedule.outlives_cache = ttl is not None and period is not None and period > ttl  # type: ignore[attr-defined]
     matching = [schedule for schedule in schedules if schedule.matches_page and schedule.enabled]  # type: ignore[attr-defined]
     last_refresh = max((s.last_run_at for s in matching if s.last_run_at), default=None)
     next_refresh = min((s.next_run_at for s in matching if s.next_run_at), default=None)
@@ -61,6 +66,7 @@ async def section_context(prepared: Prepared, user: User) -> dict[str, Any]:
         "last_refresh": last_refresh,
         "next_refresh": next_refresh,
         "runs": runs,
+        "ttl": ttl,
         # Three forms on one page: ids of their own (both of the last two have "addresses").
         "schedule_form": ScheduleForm(auto_id="schedule_%s") if can_edit else None,
         "subscription_form": SubscriptionForm(report=report, auto_id="subscription_%s", initial=latest)

@@ -141,8 +141,12 @@ class Schedule(models.Model):
         following: datetime.datetime = croniter(self.cron, local).get_next(datetime.datetime)
         return following.astimezone(datetime.UTC)
 
-    def stop(self, note: str) -> None:
-        self.enabled, self.note = False, note
+    def period_seconds(self) -> float | None:
+        """Seconds between two runs (for cron, the two after the next), None when not scheduled."""
+        if self.next_run_at is None:
+            return None
+        following = self.next_after(self.next_run_at)
+        return (following - self.next_run_at).total_seconds()
 
 
 class Subscription(models.Model):

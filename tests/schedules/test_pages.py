@@ -202,3 +202,12 @@ def test_a_pdf_from_the_page_is_queued_polled_and_downloaded(report, member_clie
     assert owner_client.get(queued["status_url"]).status_code == 404
     assert outsider_client.get(done.json()["pdf_url"]).status_code == 404
     assert outsider_client.post("/reports/claims/pdf/").status_code == 403
+
+
+def test_the_owner_is_told_when_panels_forget_a_refresh_before_the_next_one(report, owner_client):
+    schedule = make_schedule(report, interval_minutes=60)  # the panels keep results 300 s
+    html = owner_client.get("/reports/claims/schedules/").content.decode()
+    assert "Panels keep a result 300 s (their cache TTL), less than the time between runs" in html
+    report.panels.update(cache_ttl=3600)
+    schedule.save()
+    assert "data-ttl-warning" not in owner_client.get("/reports/claims/schedules/").content.decode()

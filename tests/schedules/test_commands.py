@@ -1,0 +1,49 @@
+"""manage.py schedules_list and schedule_run: a table to read, and a run queued now."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from schedules.models import Run
+from tests.schedules.conftest import make_alert, make_claims_report, make_schedule, make_subscription
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_lists_schedules_with_their_next_run_and_what_hangs_on_them(owner):
+    report = make_claims_report(owner)
+    schedule = make_schedule(report, kind="cron", cron="0 7 * * 1-5", timezone="Europe/Paris")
+    make_subscription(schedule, owner)
+    make_alert(schedule, owner, threshold=1)
+    out = io.StringIO()
+    call_command("schedules_list", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == [
+        "id",
+        "report",
+        "when",
+        "enabled",
+        "next",
+        "run",
+        "last",
+        "run",
+        "subscriptions",
+        "alerts",
+        "note",
+    ]
+    assert f"{schedule.next_run_at:%Y-%m-%d %H:%M} UTC" in lines[2]
+    assert "cron 0 7 * * 1-5 (Europe/Paris)" in lines[2] and " on " in lines[2]
+
+
+def test_it_queues_a_schedule_now_and_names_a_missing_one(owner):
+    schedule = make_schedule(make_claims_report(owner))
+    out = io.StringIO()
+    call_command("schedule_run", str(schedule.pk), stdout=out)
+    run = Run.objects.get()
+    assert out.getvalue().startswith(f"queued run {run.pk} of claims (every 60 min); task ")
+    assert run.trigger == Run.Trigger.MANUAL
+    with pytest.raises(CommandError, match="No schedule 999; `manage.py schedules_list` shows them."):
+        call_command("schedule_run", "999")
