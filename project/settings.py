@@ -502,6 +502,8 @@ SCHEDULES_WEBHOOK_TIMEOUT = positive_float("SCHEDULES_WEBHOOK_TIMEOUT", 10.0)
 # Rendering one PDF (Chromium, in the task worker) may take this long.
 SCHEDULES_PDF_TIMEOUT = positive_float("SCHEDULES_PDF_TIMEOUT", 120.0)
 SCHEDULES_CHROMIUM = env.str("SCHEDULES_CHROMIUM", default="/usr/bin/chromium")
+# A run with no result this long after it started lost its worker: it is shown failed.
+SCHEDULES_RUN_LOST_AFTER = positive_float("SCHEDULES_RUN_LOST_AFTER", 900.0)
 # Links in e-mails point here.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from schedules.models import Alert, Delivery, Run, Schedule, Subscription
-from schedules.scheduler import run_now
+from schedules.scheduler import AlreadyQueued, run_now
 
 
 class SubscriptionInline(admin.StackedInline):
@@ -36,8 +36,15 @@ class ScheduleAdmin(admin.ModelAdmin[Schedule]):
 
     @admin.action(description="Run the selected schedules now")
     def run_selected_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        runs = [run_now(schedule) for schedule in queryset]
-        self.message_user(request, f"{len(runs)} run(s) queued.", messages.SUCCESS)
+        queued, waiting = 0, 0
+        for schedule in queryset:
+            try:
+                run_now(schedule)
+                queued += 1
+            except AlreadyQueued:
+                waiting += 1
+        note = f"; {waiting} had a run waiting already" if waiting else ""
+        self.message_user(request, f"{queued} run(s) queued{note}.", messages.SUCCESS)
 
 
 class DeliveryInline(admin.TabularInline):

@@ -12,6 +12,7 @@ from reports.models import User
 from reports.services import Prepared
 from schedules.forms import AlertForm, ScheduleForm, SubscriptionForm
 from schedules.models import Delivery, Run, Schedule, user_is_report_owner
+from schedules.runs import expire_lost
 
 HISTORY = 10
 
@@ -51,6 +52,7 @@ async def section_context(prepared: Prepared, user: User) -> dict[str, Any]:
     next_refresh = min((s.next_run_at for s in matching if s.next_run_at), default=None)
     runs = []
     if can_edit:
+        await expire_lost()
         runs = [
             run
             async for run in Run.objects.filter(report=report, schedule__isnull=False)

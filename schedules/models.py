@@ -103,6 +103,15 @@ class Schedule(models.Model):
 
     class Meta:
         ordering = ["report", "pk"]
+        constraints = [
+            # A double-clicked "Add schedule" must not send everything twice.
+            models.UniqueConstraint(
+                fields=["report", "kind", "cron", "interval_minutes", "timezone", "filters"],
+                name="schedules_schedule_unique_timing",
+                nulls_distinct=False,
+                violation_error_message="This report already has a schedule at these times with these filters.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name or f"{self.report} · {self.describe()}"

@@ -14,12 +14,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404
@@ -78,7 +80,23 @@ def panel_summary(runs: list[PanelRun]) -> list[dict[str, Any]]:
     return list(json_value(data))
 
 
+def lost_after() -> datetime.timedelta:
+    return datetime.timedelta(seconds=settings.SCHEDULES_RUN_LOST_AFTER)
+
+
+async def expire_lost() -> int:
+    """Runs whose worker died mid-run (killed, out of memory) fail instead of running forever."""
+    now = timezone.now()
+    return await Run.objects.filter(status=Run.Status.RUNNING, started_at__lt=now - lost_after()).aupdate(
+        status=Run.Status.FAILED,
+        finished_at=now,
+        error=f"No result {settings.SCHEDULES_RUN_LOST_AFTER:g} s after it started: its worker stopped. "
+        "The next run starts afresh.",
+    )
+
+
 async def execute(run_id: int) -> str:
+    await expire_lost()
     # The task may be delivered twice (a retried worker): only the first start counts.
     if not await Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).aupdate(
         status=Run.Status.RUNNING, started_at=timezone.now()

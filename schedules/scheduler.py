@@ -54,11 +54,25 @@ def claim_due(now: datetime.datetime | None = None, *, limit: int | None = None)
     return runs
 
 
+class AlreadyQueued(Exception):
+    """A run of this schedule is waiting for a worker already (a double click, say)."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(f"Run {run.pk} of this schedule is queued already; it has not started yet.")
+        self.run = run
+
+
 def run_now(schedule: Schedule) -> Run:
-    """A run outside the timetable (the page's "Run now", `manage.py schedule_run`)."""
+    """A run outside the timetable (the page's "Run now", `manage.py schedule_run`); one at a
+    time: a second request while one waits gets AlreadyQueued."""
     from schedules.tasks import execute_run
 
     with transaction.atomic():
+        # The lock makes two clicks at once see each other's run.
+        Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
+        waiting = Run.objects.filter(schedule=schedule, trigger=Run.Trigger.MANUAL, status=Run.Status.QUEUED).first()
+        if waiting is not None:
+            raise AlreadyQueued(waiting)
         run = Run.objects.create(
             schedule=schedule, report_id=schedule.report_id, trigger=Run.Trigger.MANUAL, filters=schedule.filters
         )

@@ -9,6 +9,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError
+from django.db.models import Model
 from django.forms import ModelForm
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.template.loader import render_to_string
@@ -20,7 +22,8 @@ from reports.services import InvalidFilters, open_report, visible_report
 from schedules.forms import AlertForm, ScheduleForm, SubscriptionForm, errors_text
 from schedules.history import section_context
 from schedules.models import Alert, Run, Schedule, Subscription, user_is_report_owner
-from schedules.scheduler import run_now
+from schedules.runs import expire_lost
+from schedules.scheduler import AlreadyQueued, run_now
 
 KINDS: dict[str, type[Schedule | Subscription | Alert]] = {
     "schedule": Schedule,
@@ -44,11 +47,24 @@ def back(report: Report, query: str = "") -> HttpResponseRedirect:
 
 async def save(request: HttpRequest, form: ModelForm[Any], what: str, done: Callable[[Any], str]) -> None:
     """Validate and save on a thread (model forms query), and say how it went."""
-    if await sync_to_async(form.is_valid)():
-        saved = await sync_to_async(form.save)()
-        messages.success(request, done(saved))
-    else:
+    if not await sync_to_async(form.is_valid)():
         messages.error(request, f"The {what} was not saved. {errors_text(form)}")
+        return
+    try:
+        saved = await sync_to_async(form.save)()
+    except IntegrityError as exc:
+        # A constraint on fields the form does not show (the report, the filters), or two
+        # submissions at once: the database decides, and its constraint says why.
+        messages.error(request, f"The {what} was not saved. Form: {violated(form.instance, exc)}")
+        return
+    messages.success(request, done(saved))
+
+
+def violated(instance: Model, exc: IntegrityError) -> str:
+    for constraint in instance._meta.constraints:
+        if constraint.name in str(exc):
+            return str(constraint.get_violation_error_message())
+    return "it conflicts with one saved already."
 
 
 def scheduled(schedule: Schedule) -> str:
@@ -123,8 +139,12 @@ async def remove(request: HttpRequest, slug: str, kind: str, item_id: int) -> Ht
 async def run_schedule(request: HttpRequest, slug: str, schedule_id: int) -> HttpResponse:
     report, _ = await owned_report(request, slug)
     schedule = await _schedule_of(report, schedule_id)
-    run = await sync_to_async(run_now)(schedule)
-    messages.success(request, f"Run {run.pk} queued; its outcome shows in the history below.")
+    try:
+        run = await sync_to_async(run_now)(schedule)
+    except AlreadyQueued as queued:
+        messages.info(request, str(queued))
+    else:
+        messages.success(request, f"Run {run.pk} queued; its outcome shows in the history below.")
     return back(report, request.POST.get("filters", ""))
 
 
@@ -171,6 +191,7 @@ async def _pdf_run(request: HttpRequest, slug: str, run_id: int) -> Run:
 
 @require_GET
 async def pdf_status(request: HttpRequest, slug: str, run_id: int) -> JsonResponse:
+    await expire_lost()  # a worker that died must not leave the page polling forever
     run = await _pdf_run(request, slug, run_id)
     return JsonResponse(_status(run), status=200 if run.finished else 202)
 

@@ -211,3 +211,36 @@ def test_the_owner_is_told_when_panels_forget_a_refresh_before_the_next_one(repo
     report.panels.update(cache_ttl=3600)
     schedule.save()
     assert "data-ttl-warning" not in owner_client.get("/reports/claims/schedules/").content.decode()
+
+
+def test_a_double_clicked_schedule_is_saved_once(report, owner_client):
+    posted = {"kind": "interval", "interval_minutes": "30", "timezone": "UTC", "filters": ""}
+    owner_client.post("/reports/claims/schedules/add", posted)
+    again = owner_client.post("/reports/claims/schedules/add", posted)
+    assert said(again)[-1] == (
+        "The schedule was not saved. Form: This report already has a schedule at these times with these filters."
+    )
+    assert Schedule.objects.count() == 1
+
+
+def test_a_double_clicked_run_now_queues_one_run(report, owner_client):
+    schedule = make_schedule(report)
+    owner_client.post(f"/reports/claims/schedules/{schedule.pk}/run")
+    again = owner_client.post(f"/reports/claims/schedules/{schedule.pk}/run")
+    run = Run.objects.get()
+    assert said(again)[-1] == f"Run {run.pk} of this schedule is queued already; it has not started yet."
+
+
+def test_a_pdf_whose_worker_died_is_shown_failed_not_polled_forever(report, member, member_client, settings):
+    import datetime
+
+    from django.utils import timezone
+
+    settings.SCHEDULES_RUN_LOST_AFTER = 60
+    status_url = member_client.post("/reports/claims/pdf/").json()["status_url"]
+    # A worker took it and was killed: nothing will ever finish it.
+    Run.objects.update(status=Run.Status.RUNNING, started_at=timezone.now() - datetime.timedelta(minutes=2))
+    answer = member_client.get(status_url)
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "failed"
+    assert answer.json()["error"].startswith("No result 60 s after it started: its worker stopped.")

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from schedules.models import Schedule
-from schedules.scheduler import run_now
+from schedules.scheduler import AlreadyQueued, run_now
 
 
 class Command(BaseCommand):
@@ -19,5 +19,8 @@ class Command(BaseCommand):
             schedule = Schedule.objects.select_related("report").get(pk=schedule_id)
         except Schedule.DoesNotExist:
             raise CommandError(f"No schedule {schedule_id}; `manage.py schedules_list` shows them.") from None
-        run = run_now(schedule)
+        try:
+            run = run_now(schedule)
+        except AlreadyQueued as queued:
+            raise CommandError(str(queued)) from None
         self.stdout.write(f"queued run {run.pk} of {schedule.report.slug} ({schedule.describe()}); task {run.task_id}")
