@@ -499,6 +499,9 @@ SCHEDULES_BATCH = positive_int("SCHEDULES_BATCH", 50)
 SCHEDULES_DELIVERY_ATTEMPTS = positive_int("SCHEDULES_DELIVERY_ATTEMPTS", 5)
 SCHEDULES_RETRY_BASE_SECONDS = positive_float("SCHEDULES_RETRY_BASE_SECONDS", 30.0)
 SCHEDULES_WEBHOOK_TIMEOUT = positive_float("SCHEDULES_WEBHOOK_TIMEOUT", 10.0)
+# Webhooks to loopback and private addresses are refused unless this is on (a receiver on
+# the same network, or the tests' loopback server).
+SCHEDULES_WEBHOOK_PRIVATE_OK = env.bool("SCHEDULES_WEBHOOK_PRIVATE_OK", default=False)
 # Rendering one PDF (Chromium, in the task worker) may take this long.
 SCHEDULES_PDF_TIMEOUT = positive_float("SCHEDULES_PDF_TIMEOUT", 120.0)
 SCHEDULES_CHROMIUM = env.str("SCHEDULES_CHROMIUM", default="/usr/bin/chromium")

@@ -20,7 +20,7 @@ from django.utils import timezone
 from reports.models import Report
 from schedules.models import Delivery, Run, Subscription
 from schedules.runs import can_see, lost_access
-from schedules.transport import DeliveryError, csv_files, post_webhook, send_mail
+from schedules.transport import DeliveryError, Refused, csv_files, post_webhook, send_mail
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ async def attempt(delivery_id: int) -> str:
         await _send(delivery)
     except Skip as skipped:
         delivery.status, delivery.error = Delivery.Status.SKIPPED, str(skipped)
+    except Refused as refused:
+        delivery.status, delivery.error = Delivery.Status.FAILED, f"refused: {refused}"
     except Exception as exc:  # DeliveryError, or a bug: either way counted, retried, and shown
         if not isinstance(exc, DeliveryError):
             logger.exception("delivery %s failed unexpectedly", delivery.pk)

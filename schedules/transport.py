@@ -14,10 +14,13 @@ import csv
 import hashlib
 import hmac
 import io
+import ipaddress
 import json
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from asgiref.sync import sync_to_async
@@ -35,8 +38,32 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+class Refused(Exception):
+    """Never to be sent, however often it is tried; the message says why."""
+
+
+def check_destination(url: str) -> None:
+    """Refuse webhooks to loopback, private and link-local addresses (the app's own Redis,
+    Postgres or a cloud metadata service), unless SCHEDULES_WEBHOOK_PRIVATE_OK allows them.
+    Blocking (name resolution): call it on a thread."""
+    if settings.SCHEDULES_WEBHOOK_PRIVATE_OK:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refused(f"{url} is not an http(s) URL.")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DeliveryError(f"cannot resolve {parts.hostname}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
+            raise Refused(f"{parts.hostname} is {address}, a private address; webhooks go to public hosts only.")
+
+
 async def post_webhook(url: str, secret: str, payload: dict[str, Any], *, delivery_id: int) -> int:
     """POST the JSON body; the status code, or DeliveryError for a failure or a non-2xx answer."""
+    await sync_to_async(check_destination, thread_sensitive=False)(url)
     body = json.dumps(payload, sort_keys=True).encode()
     timestamp = str(int(time.time()))
     headers = {

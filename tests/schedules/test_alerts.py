@@ -123,6 +123,7 @@ def test_a_webhook_that_hangs_is_cut_at_its_deadline(owner, settings):
     import socket
 
     settings.SCHEDULES_WEBHOOK_TIMEOUT = 0.5
+    settings.SCHEDULES_WEBHOOK_PRIVATE_OK = True
     settings.SCHEDULES_DELIVERY_ATTEMPTS = 1
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
@@ -148,3 +149,16 @@ def test_an_alert_whose_owner_lost_access_stops_with_a_note(owner, analysts, mem
     assert not alert.active and "bob may no longer see this report" in alert.note
     assert alert.state == "unknown"
     assert smtp.messages == []
+
+
+def test_a_webhook_to_a_private_address_is_refused_without_retries(owner, settings):
+    settings.SCHEDULES_RETRY_BASE_SECONDS = 0.05
+    report = make_claims_report(owner)
+    schedule = make_schedule(report)
+    owner.email = ""
+    owner.save()
+    make_alert(schedule, owner, threshold=1, webhook_url="http://127.0.0.1:6379/")  # the app's own Redis, say
+    run = check(schedule)
+    delivery = Delivery.objects.get(run=run, kind="webhook")
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert delivery.error == ("refused: 127.0.0.1 is 127.0.0.1, a private address; webhooks go to public hosts only.")
