@@ -113,7 +113,11 @@ def secret_objects(owner: User, db: None) -> dict[str, Any]:
     log = QueryLog.objects.create(
         report=report, panel=panel, trigger="page", source="postgres", duration_ms=1, error=SECRET
     )
+    schedule, schedule_run = schedule_objects(report, panel, owner)
     by_model = {
+        "schedules_schedule": schedule.pk,
+        "schedules_run": schedule_run.pk,
+        "schedules_delivery": schedule_run.deliveries.get().pk,
         "reports_datasource": DataSource.objects.get(name="postgres").pk,
         "reports_report": report.pk,
         "reports_panel": panel.pk,
@@ -138,8 +142,27 @@ def secret_objects(owner: User, db: None) -> dict[str, Any]:
         "app_label": "tpa",
         "content_type_id": ContentType.objects.get_for_model(Report).pk,
         "id": owner.pk,
+        "schedule_id": schedule.pk,
+        "kind": "schedule",
+        "item_id": schedule.pk,
         "by_model": by_model,
     }
+
+
+def schedule_objects(report: Any, panel: Any, owner: User) -> tuple[Any, Any]:
+    """A schedule with a subscription and an alert, and a run (a PDF) with a delivery."""
+    from schedules.models import Alert, Delivery, Run, Schedule, Subscription
+
+    schedule = Schedule.objects.create(
+        report=report, owner=owner, name=f"Schedule {SECRET}", kind="interval", interval_minutes=60
+    )
+    Subscription.objects.create(schedule=schedule, owner=owner, addresses=f"{SECRET}@example.com")
+    Alert.objects.create(schedule=schedule, owner=owner, panel=panel, column=SECRET, threshold=1)
+    run = Run.objects.create(
+        schedule=schedule, report=report, trigger="pdf", requested_by=owner, error=f"run {SECRET}", pdf=SECRET.encode()
+    )
+    Delivery.objects.create(run=run, kind="email", purpose="subscription", recipients=f"{SECRET}@example.com")
+    return schedule, run
 
 
 def routes(samples: dict[str, Any]) -> list[Route]:
