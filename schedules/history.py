@@ -80,6 +80,7 @@ async def section_context(prepared: Prepared, user: User) -> dict[str, Any]:
 
 async def ops_context() -> dict[str, Any]:
     """Recent runs of every report, and deliveries that are failing or gave up."""
+    await expire_lost()
     runs = [run async for run in Run.objects.select_related("report", "schedule").prefetch_related("deliveries")[:20]]
     troubled = [
         delivery

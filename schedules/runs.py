@@ -85,14 +85,36 @@ def lost_after() -> datetime.timedelta:
 
 
 async def expire_lost() -> int:
-    """Runs whose worker died mid-run (killed, out of memory) fail instead of running forever."""
+    """Runs and deliveries whose worker died in the middle (killed, out of memory) fail with a
+    note instead of showing "running" or "pending" forever; the number of them."""
+    from django_tasks_db.models import DBTaskResult
+
     now = timezone.now()
-    return await Run.objects.filter(status=Run.Status.RUNNING, started_at__lt=now - lost_after()).aupdate(
+    cutoff = now - lost_after()
+    runs = await Run.objects.filter(status=Run.Status.RUNNING, started_at__lt=cutoff).aupdate(
         status=Run.Status.FAILED,
         finished_at=now,
         error=f"No result {settings.SCHEDULES_RUN_LOST_AFTER:g} s after it started: its worker stopped. "
         "The next run starts afresh.",
     )
+    # A delivery's task that a worker took and never finished (django-tasks-db leaves it RUNNING).
+    stuck = [
+        args_kwargs["args"][0]
+        async for args_kwargs in DBTaskResult.objects.filter(
+            task_path="schedules.tasks.deliver", status="RUNNING", started_at__lt=cutoff
+        ).values_list("args_kwargs", flat=True)
+    ]
+    deliveries = 0
+    if stuck:
+        deliveries = await Delivery.objects.filter(
+            pk__in=stuck, status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]
+        ).aupdate(
+            status=Delivery.Status.FAILED,
+            next_attempt_at=None,
+            error="Its worker stopped while sending; not tried again, so that nobody gets it twice. "
+            "It may or may not have arrived.",
+        )
+    return runs + deliveries
 
 
 async def execute(run_id: int) -> str:
