@@ -47,3 +47,18 @@ def test_it_queues_a_schedule_now_and_names_a_missing_one(owner):
     assert run.trigger == Run.Trigger.MANUAL
     with pytest.raises(CommandError, match="No schedule 999; `manage.py schedules_list` shows them."):
         call_command("schedule_run", "999")
+
+
+def test_the_demo_schedules_are_made_once_and_run_as_soon_as_the_demo_starts(owner):
+    from django.utils import timezone
+
+    from tests.reports.conftest import make_panel, make_report
+
+    report = make_report(owner, slug="claims-overview")
+    make_panel(report, 'SELECT 1 AS "Total paid"', title="Total paid")
+    for _ in range(2):
+        call_command("load_demo_schedules", stdout=io.StringIO())
+    schedules = list(report.schedules.order_by("pk"))
+    assert [schedule.name for schedule in schedules] == ["Refresh every 5 minutes", "Weekday mornings"]
+    assert all(schedule.next_run_at <= timezone.now() for schedule in schedules)
+    assert [s.alerts.count() for s in schedules] == [1, 0] and [s.subscriptions.count() for s in schedules] == [0, 1]

@@ -8,7 +8,7 @@ from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand
 
 # What each app contributes to the demo, run in this order when the app provides it.
-DEMO_STEPS = ("snowflake_deploy", "load_demo_tpas", "load_demo_reports")
+DEMO_STEPS = ("snowflake_deploy", "load_demo_tpas", "load_demo_reports", "load_demo_schedules")
 
 
 class Command(BaseCommand):
