@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.db import connection
 
 from reports.models import QueryLog
 from schedules.models import Run
 from tests.reports.conftest import source_calls
 from tests.schedules.conftest import Processes, due_now, make_claims_report, make_schedule, process_env, run_due
+from tests.tpa.conftest import work
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,3 +88,24 @@ def test_the_scheduler_and_the_worker_as_processes_refresh_the_page(
     assert source_calls() == before
     assert all("cached · updated" in html for html in pages)
     assert runs.count() == 1
+
+
+def test_a_worker_running_many_refreshes_keeps_no_report_connection_open(owner, analysts):
+    def report_connections() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+            return int(cursor.fetchone()[0])
+
+    report = make_claims_report(owner, groups=[analysts])
+    schedule = make_schedule(report)
+    work()
+    before = report_connections()
+    for _ in range(5):
+        due_now(schedule)
+        [run] = run_due()
+        assert run.status == Run.Status.DONE
+    # Each task ran on its own event loop; without closing its pool each left connections open.
+    assert report_connections() <= before
