@@ -183,6 +183,12 @@ class Processes:
     def worker(self, name: str = "worker", env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return self.start(name, "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1", env=env)
 
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL, as a crash or the OOM killer would; no longer watched for exiting early."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        self.children = [child for child in self.children if child[0] is not process]
+
     def logs(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for _, log in self.children if log.exists())
 

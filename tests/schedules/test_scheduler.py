@@ -57,7 +57,7 @@ def test_it_reads_a_cron_expression_in_the_schedules_time_zone(owner):
 
 def test_it_leaves_a_schedule_another_scheduler_holds_to_that_scheduler(owner):
     report = make_claims_report(owner)
-    held, free = make_schedule(report), make_schedule(report)
+    held, free = make_schedule(report, interval_minutes=60), make_schedule(report, interval_minutes=61)
     Schedule.objects.update(next_run_at=timezone.now() - datetime.timedelta(minutes=1))
     locked, release = threading.Event(), threading.Event()
 
@@ -84,7 +84,8 @@ def test_it_leaves_a_schedule_another_scheduler_holds_to_that_scheduler(owner):
 
 def test_two_scheduler_processes_queue_each_due_run_once(owner, processes: Processes):
     report = make_claims_report(owner)
-    schedules = [make_schedule(report) for _ in range(30)]
+    # Schedules of one report differ in their timing (a constraint refuses twins).
+    schedules = [make_schedule(report, interval_minutes=60 + n) for n in range(30)]
     Schedule.objects.update(next_run_at=timezone.now() - datetime.timedelta(minutes=1))
 
     for name in ("scheduler-a", "scheduler-b"):
@@ -127,13 +128,10 @@ def backend_alive(pid: int) -> bool:
 
 
 def test_a_scheduler_killed_mid_claim_leaves_nothing_half_done_and_another_takes_over(owner, processes: Processes):
-    import os
-    import signal
-
     import psycopg
 
     report = make_claims_report(owner)
-    schedules = [make_schedule(report) for _ in range(3)]
+    schedules = [make_schedule(report, interval_minutes=60 + n) for n in range(3)]
     Schedule.objects.update(next_run_at=timezone.now() - datetime.timedelta(minutes=1))
     db = connection.settings_dict
     # Hold the task table: the scheduler locks the schedules, records the runs and advances
@@ -144,8 +142,7 @@ def test_a_scheduler_killed_mid_claim_leaves_nothing_half_done_and_another_takes
         killed = processes.start("killed", "scheduler", "--tick", "0.05")
         processes.wait_until(lambda: bool(backends_waiting_to_enqueue()), "the scheduler waiting to enqueue")
         [backend] = backends_waiting_to_enqueue()
-        os.killpg(killed.pid, signal.SIGKILL)
-        killed.wait()
+        processes.kill(killed)
     finally:
         holder.rollback()
         holder.close()
