@@ -468,6 +468,8 @@ RATE_LIMITS = {
     "fresh": rate("RATE_LIMIT_FRESH", "10/m"),
     "upload": rate("RATE_LIMIT_UPLOAD", "20/h"),
     "pipeline-start": rate("RATE_LIMIT_PIPELINE_START", "10/h"),
+    # Each export reads a panel's every row; a few a minute is what a person clicks.
+    "export": rate("RATE_LIMIT_EXPORT", "20/m"),
     # Calls to the auth server per client address (cached verdicts are free): a client
     # sending ever new tokens cannot make the auth server do unbounded work.
     "token-introspection": rate("RATE_LIMIT_TOKEN_INTROSPECTION", "30/m"),

@@ -188,6 +188,7 @@ async def _stream_lines(prepared: Prepared, user: Any, *, fresh: bool) -> AsyncI
 
 @without_navigation
 @require_GET
+@ratelimit("export")
 async def export(request: HttpRequest, slug: str, panel_id: int, fmt: str) -> HttpResponseBase:
     """The panel's full result, streamed from the database in batches."""
     user = await request.auser()

@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from reports import presentation
+from project.formatting import human_seconds
+from reports import exports, presentation
 from reports.filters import FilterState
 from reports.models import Panel, Report, User
 from reports.runner import PanelRun
@@ -116,3 +117,9 @@ def since(moment: datetime.datetime) -> str:
     if timezone.now() - moment < datetime.timedelta(minutes=1):
         return "just now"
     return f"{timesince(moment)} ago"
+
+
+@register.filter
+def export_deadline(panel: Panel) -> str:
+    """How long an export of the panel may run, as the page states it beside the links."""
+    return human_seconds(exports.deadline(panel))

@@ -146,3 +146,38 @@ async def test_it_names_the_file_after_the_report_the_panel_and_the_filter_value
     assert response["Content-Disposition"] == (
         'attachment; filename="claims_paid-by-month_acme_2026-01-01_2026-03-31.xlsx"'
     )
+
+
+async def test_it_stops_an_export_at_the_panels_deadline_and_says_the_file_is_incomplete(report, client):
+    # The first 5,000 rows come at once; the next batch waits longer than the panel may take.
+    slow = "SELECT n, CASE WHEN n = 6000 THEN pg_sleep(10) END AS pause FROM generate_series(1, 7000) AS n"
+    panel = await sync_to_async(make_panel)(report, slow, timeout=1)
+    response = await client.get(f"/reports/claims/panels/{panel.pk}/export.csv")
+    assert response.status_code == 200
+    lines = b"".join(await chunks(response)).decode().splitlines()
+    assert len(lines) == 1 + 5000 + 1
+    assert lines[-1] == "# Export cut off: timed out after 1 s. This file is incomplete (5000 rows)."
+    entry = await QueryLog.objects.aget(trigger="export")
+    assert (entry.rows, entry.error_kind) == (5000, "timeout")
+
+
+async def test_it_says_in_the_spreadsheet_that_an_export_was_cut_off(report, client):
+    slow = "SELECT n, CASE WHEN n = 6000 THEN pg_sleep(10) END AS pause FROM generate_series(1, 7000) AS n"
+    panel = await sync_to_async(make_panel)(report, slow, timeout=1)
+    response = await client.get(f"/reports/claims/panels/{panel.pk}/export.xlsx")
+    sheet = openpyxl.load_workbook(io.BytesIO(b"".join(await chunks(response)))).active
+    assert sheet.max_row == 1 + 5000 + 1
+    assert (
+        sheet.cell(sheet.max_row, 1).value
+        == "Export cut off: timed out after 1 s. This file is incomplete (5000 rows)."
+    )
+
+
+async def test_it_limits_how_often_a_user_exports(report, client, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "export": "2/m"}
+    panel = await sync_to_async(make_panel)(report, "SELECT 1 AS one")
+    for _ in range(2):
+        assert (await client.get(f"/reports/claims/panels/{panel.pk}/export.csv")).status_code == 200
+    refused = await client.get(f"/reports/claims/panels/{panel.pk}/export.csv")
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) > 0
