@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ("reports", "0002_alter_querylog_trigger"),
+        ("reports", "0003_alter_querylog_trigger"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
