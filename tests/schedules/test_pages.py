@@ -27,7 +27,8 @@ def said(response) -> list[str]:
 
 
 def test_the_report_page_makes_room_for_the_section(report, member_client):
-    html = member_client.get("/reports/claims/").content.decode()
+    response = member_client.get("/reports/claims/")  # streamed: the layout, then each panel
+    html = b"".join(response).decode()
     assert 'data-schedules-url="/reports/claims/schedules/"' in html
     assert "/static/schedules/schedules.js" in html
 
@@ -197,7 +198,7 @@ def test_a_pdf_from_the_page_is_queued_polled_and_downloaded(report, member_clie
     pdf = member_client.get(done.json()["pdf_url"])
     assert pdf["Content-Type"] == "application/pdf"
     text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
-    assert "6,551" in text and "4321" in text
+    assert "6,551" in text and "4,321" in text  # as the page formats them
     # Only the person who asked may read it.
     assert owner_client.get(queued["status_url"]).status_code == 404
     assert outsider_client.get(done.json()["pdf_url"]).status_code == 404
