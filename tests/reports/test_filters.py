@@ -113,5 +113,5 @@ def test_it_lists_choice_options_from_their_query(report, member_client):
         {"value": "acme", "label": "ACME"},
         {"value": "zeta", "label": "ZETA"},
     ]
-    page = member_client.get("/reports/claims/?tpa=zeta").content.decode()
+    page = b"".join(member_client.get("/reports/claims/?tpa=zeta")).decode()  # the page streams
     assert '<option value="zeta" selected>ZETA</option>' in page

@@ -3,11 +3,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 
+from project.sources.postgres import conninfo_for
 from reports.models import Filter, QueryLog
 from tests.reports.conftest import make_filter, make_panel, make_report
+from tests.reports.gate import GATED_SQL, closed_gate
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +36,7 @@ def test_it_sends_the_layout_then_each_panel_in_the_same_response(report, member
     assert layout.rstrip().endswith('<script src="/static/reports/report.js"></script>')
     html = "".join(arrivals)
     assert [int(pk) for pk in re.findall(r'data-arrival="(\d+)"', html)] == [panel.pk]
-    assert "<td>42</td>" in html and "Quick" in html
+    assert '<td class="align-right">42</td>' in html and "Quick" in html
     assert arrivals[-1].rstrip().endswith("</html>")  # the last panel comes with the end of the page
     whole = layout + html
     assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", whole), "inline script"
@@ -45,7 +50,8 @@ def test_it_keeps_the_page_to_a_few_database_queries(report, member_client, djan
     for i in range(6):
         make_panel(report, f"SELECT {i}", title=f"P{i}")
     make_filter(report, "q")
-    with django_assert_max_num_queries(6):  # session, user, report, panels, filters, the query log
+    # Session, user, report, panels, filters, the query log, and the TPAs the navigation offers.
+    with django_assert_max_num_queries(7):
         assert len(page_chunks(member_client.get("/reports/claims/"))) == 1 + 7  # the layout, then each panel
 
 
@@ -128,10 +134,26 @@ def test_it_shows_others_a_plain_sentence_and_a_reference_staff_find_in_the_quer
     assert (entry.panel_id, entry.error_kind) == (panel.pk, "query") and "division by zero" in entry.error
 
 
+@pytest.mark.django_db(transaction=True)  # the gate's table must be seen by other connections
 def test_it_says_quietly_that_a_cancelled_panel_was_cancelled(report, member_client):
-    # Staff cancel it from /ops/ while it runs: here the database cancels it itself.
-    panel = make_panel(report, "SELECT pg_cancel_backend(pg_backend_pid()), pg_sleep(5)", title="Cancelled")
-    response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
+    # Staff cancel it from /ops/ while it runs: here the test cancels it on the database.
+    panel = make_panel(report, GATED_SQL, title="Cancelled")
+
+    def cancel_when_waiting() -> None:
+        with psycopg.connect(conninfo_for({}), autocommit=True) as admin:
+            for _ in range(600):
+                found = admin.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = %s AND state = 'active'",
+                    [GATED_SQL],
+                ).fetchall()
+                if found:
+                    return
+                time.sleep(0.05)
+
+    with closed_gate(), ThreadPoolExecutor(1) as pool:
+        cancelled = pool.submit(cancel_when_waiting)
+        response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
+        cancelled.result()
     html = response.content.decode()
     assert response.status_code == 409
     assert 'class="panel-note" role="status"' in html and "Cancelled" in html
@@ -179,22 +201,18 @@ async def test_it_sends_the_layout_while_the_queries_still_run_and_panels_in_the
     owner, analysts, member
 ):
     from asgiref.sync import sync_to_async
-    from django.db import connection
     from django.test import AsyncClient
 
     def setup():
         report = make_report(owner, groups=[analysts], slug="ordered")
-        # Waits until the test lets go of the advisory lock: no timing decides the order.
-        held = make_panel(report, "SELECT pg_advisory_xact_lock_shared(4242) IS NULL AS waited", title="Held")
+        # Waits until the test opens the gate: no timing decides the order.
+        held = make_panel(report, GATED_SQL, title="Held")
         quick = make_panel(report, "SELECT 'quick' AS which", title="Quick")
         return held, quick
 
-    def lock(sql):
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-
     held, quick = await sync_to_async(setup)()
-    await sync_to_async(lock)("SELECT pg_advisory_lock(4242)")
+    gate = await sync_to_async(closed_gate, thread_sensitive=True)()
+    lock = await sync_to_async(gate.__enter__)()
     client = AsyncClient()
     await client.aforce_login(member)
     try:
@@ -207,7 +225,8 @@ async def test_it_sends_the_layout_while_the_queries_still_run_and_panels_in_the
         first = (await asyncio.wait_for(anext(chunks), 30)).decode()
         assert f'data-arrival="{quick.pk}"' in first and "quick" in first
     finally:
-        await sync_to_async(lock)("SELECT pg_advisory_unlock(4242)")
+        await sync_to_async(lock.commit)()
+        await sync_to_async(gate.__exit__)(None, None, None)
     rest = [chunk.decode() async for chunk in chunks]
     assert f'data-arrival="{held.pk}"' in rest[0] and rest[-1].rstrip().endswith("</html>")
     assert await QueryLog.objects.filter(trigger="page").acount() == 2
