@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from django.conf import settings
 from django.db import transaction
 
+from project.cache.backend import BREAKER, is_server_error
+
 if TYPE_CHECKING:
     from project.cache import Entry
 
@@ -94,7 +96,8 @@ def _timeout() -> float:
 # One asyncio Redis client per event loop (its connections belong to the loop), closed when
 # the loop ends: a one-shot loop (async_to_sync, a management command) must not leave its
 # connections behind, and the client's reference to its loop would keep the entry alive.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+# Keyed by URL too: a client of the Redis the settings named earlier must not answer for another.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = weakref.WeakKeyDictionary()
 _keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = weakref.WeakKeyDictionary()
 
 
@@ -102,21 +105,25 @@ def async_client(url: str) -> Any:
     import redis.asyncio
 
     loop = asyncio.get_running_loop()
-    if (client := _clients.get(loop)) is None:
+    clients = _clients.setdefault(loop, {})
+    if (client := clients.get(url)) is None:
         timeout = _timeout()
-        client = _clients[loop] = redis.asyncio.Redis.from_url(
+        client = clients[url] = redis.asyncio.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        _keepers[loop] = loop.create_task(_close_with_loop(loop, client), name="localcache-redis-keeper")
+        if loop not in _keepers:
+            _keepers[loop] = loop.create_task(_close_with_loop(loop, clients), name="localcache-redis-keeper")
     return client
 
 
-async def _close_with_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+async def _close_with_loop(loop: asyncio.AbstractEventLoop, clients: dict[str, Any]) -> None:
     try:
         await loop.create_future()  # until the loop's end cancels its tasks
     finally:
         _clients.pop(loop, None)
-        await client.aclose()
+        _keepers.pop(loop, None)
+        for client in clients.values():
+            await client.aclose()
 
 
 class _Reads:
@@ -138,7 +145,7 @@ class Generation:
         self.key = key or f"fanout:localcache:{name}:generation"
         # A read in flight belongs to one event loop.
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reads] = weakref.WeakKeyDictionary()
-        self._sync: Any = None
+        self._sync: dict[str, Any] = {}  # by URL, as the async clients
 
     def _async_client(self, url: str) -> Any:
         return async_client(url)
@@ -147,6 +154,8 @@ class Generation:
         """The current generation; None when it cannot be read or there is no Redis (a miss)."""
         if (url := redis_url()) is None:
             return None
+        if BREAKER.skipping():
+            return None  # the cache is down (project.cache's breaker): no copy, and no wait on it
         loop = asyncio.get_running_loop()
         reads = self._reads.setdefault(loop, _Reads())
         if (future := reads.next) is None:
@@ -166,7 +175,12 @@ class Generation:
         try:
             value = await self._async_client(url).get(self.key)
             result = int(value or 0)
+            BREAKER.succeeded()
         except Exception as exc:  # a cache outage must not fail the request, only skip the copy
+            if is_server_error(exc):
+                # One timeout opens the breaker every cache call shares: the next requests skip
+                # the cache at once instead of each waiting out REDIS_TIMEOUT.
+                BREAKER.failed(f"{type(exc).__name__}: {exc}")
             logger.warning("localcache: cannot read %s: %s", self.key, exc)
         finally:
             if not future.done():
@@ -178,14 +192,23 @@ class Generation:
     def _incr(self) -> None:
         if (url := redis_url()) is None:
             return
+        if BREAKER.skipping():
+            # The cache is down, so no process serves a copy now (their reads miss too), and
+            # copies made before live at most their ttl: say so, without waiting on the cache.
+            logger.error("localcache: cache down, %s not bumped; copies live up to their ttl", self.key)
+            return
         import redis
 
         try:
-            if self._sync is None:
+            if (client := self._sync.get(url)) is None:
                 timeout = _timeout()
-                self._sync = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-            self._sync.incr(self.key)
+                client = self._sync[url] = redis.Redis.from_url(
+                    url, socket_timeout=timeout, socket_connect_timeout=timeout
+                )
+            client.incr(self.key)
         except Exception as exc:
+            if is_server_error(exc):
+                BREAKER.failed(f"{type(exc).__name__}: {exc}")
             # Every process's copies live at most their ttl; say so loudly, it is a stale read.
             logger.error("localcache: cannot bump %s, copies live up to their ttl: %s", self.key, exc)
 
@@ -198,9 +221,14 @@ class Generation:
         """bump() from async code (the async ORM commits each call before it returns)."""
         if (url := redis_url()) is None:
             return
+        if BREAKER.skipping():
+            logger.error("localcache: cache down, %s not bumped; copies live up to their ttl", self.key)
+            return
         try:
             await self._async_client(url).incr(self.key)
         except Exception as exc:
+            if is_server_error(exc):
+                BREAKER.failed(f"{type(exc).__name__}: {exc}")
             logger.error("localcache: cannot bump %s, copies live up to their ttl: %s", self.key, exc)
 
 
@@ -217,10 +245,12 @@ _namespaces: dict[str, Generation] = {}
 def namespace_generation(namespace: str) -> Generation:
     """project.cache's generation of `namespace`: its Django cache key, whose integer
     django-redis stores as plain digits (a value that is not one reads as a miss)."""
-    if (generation := _namespaces.get(namespace)) is None:
-        from django.core.cache import cache as django_cache
+    from django.core.cache import cache as django_cache
 
-        generation = _namespaces[namespace] = Generation(key=django_cache.make_key(f"generation:{namespace}"))
+    # Looked up each time: the key follows the cache settings' prefix and version.
+    key = django_cache.make_key(f"generation:{namespace}")
+    if (generation := _namespaces.get(key)) is None:
+        generation = _namespaces[key] = Generation(key=key)
     return generation
 
 

@@ -72,6 +72,24 @@ def async_owner_client(owner: User) -> AsyncClient:
     return client
 
 
+@pytest.fixture(autouse=True)
+def process_state_of_its_own() -> Iterator[None]:
+    """Each test starts with the cache's breaker closed and no in-process copies: a test that
+    stops Redis (or points at a dead one) must not leave the next test skipping the cache,
+    and a copy loaded in one test's database must not answer in the next's."""
+    from project import auth, localcache
+    from project.cache import BREAKER
+
+    def reset() -> None:
+        BREAKER.reset()
+        for copies in (localcache.ENTRIES, auth.SIGNED_IN, auth.GROUP_NAMES):
+            copies.clear()
+
+    reset()
+    yield
+    reset()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def report_role_on_the_test_database(django_db_setup: None) -> None:
     """REPORTS_DATABASE_URL (the read-only role `make test` creates) names the database the

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management import CommandError, call_command
-from django.db import transaction
 from django.test import Client
 
 from project import cache
 from tests.faults.blackhole import BlackHole
 from tests.faults.conftest import Redis
 from tests.reports.conftest import make_panel, make_report
+from tpa import cache as tpa_cache
 from tpa import demo
 from tpa.models import Tpa
 
@@ -77,7 +77,8 @@ def test_it_serves_the_tpa_list_and_reports_while_redis_is_down_and_uses_it_agai
     assert "ACME" in owner_client.get("/tpa/").content.decode()
     hits, misses, loads = counts("tpa-list")
     assert "ACME" in owner_client.get("/tpa/").content.decode()
-    assert counts("tpa-list") == (hits + 1, misses, loads)  # served from Redis
+    # Served from the cache (Redis, or the process's short copy of it): nothing loaded again.
+    assert counts("tpa-list")[1:] == (misses, loads)
     assert owner_client.get(panel_url).status_code == 200
 
     on_redis.stop()
@@ -91,7 +92,7 @@ def test_it_serves_the_tpa_list_and_reports_while_redis_is_down_and_uses_it_agai
     api = owner_client.get("/api/tpa/tpas")
     assert api.status_code == 200 and [t["code"] for t in api.json()] == ["ACME"]
     fragment = owner_client.get(panel_url)
-    assert fragment.status_code == 200 and "<td>42</td>" in fragment.content.decode()
+    assert fragment.status_code == 200 and '<td class="align-right">42</td>' in fragment.content.decode()
 
     on_redis.start()
 
@@ -103,11 +104,10 @@ def test_it_serves_the_tpa_list_and_reports_while_redis_is_down_and_uses_it_agai
 def test_it_stores_a_save_and_tells_its_caller_that_the_invalidation_did_not_reach_redis(on_redis: Redis) -> None:
     make_tpa("ACME")
     on_redis.stop()
-    # A save commits (the admin saves in a transaction), then its on_commit invalidation
-    # of tpa-list / master-data cannot reach Redis: the save path hears of it, to tell the
-    # person who saved, and the row is stored.
-    with pytest.raises(cache.CacheUnavailable, match="the cache is unavailable"), transaction.atomic():
-        make_tpa("BETA")
+    # The save commits; the invalidation that follows cannot reach Redis, and the save path
+    # hears which namespaces it could not tell, to say so to the person who saved.
+    make_tpa("BETA")
+    assert tpa_cache.invalidate() == ["tpa-list", "master-data"]
     assert Tpa.objects.filter(code="BETA").exists()
 
 
@@ -150,7 +150,7 @@ def test_it_serves_a_report_on_a_black_holed_redis_and_stops_asking_it(
     for panel in panels:
         fragment = owner_client.get(f"/reports/{report.slug}/panels/{panel.pk}/")
         assert fragment.status_code == 200
-        assert f"<td>{panel.title.split()[-1]}</td>" in fragment.content.decode()
+        assert f'<td class="align-right">{panel.title.split()[-1]}</td>' in fragment.content.decode()
     # The first call that timed out opened the breaker: the other panels' reads, lock and
     # writes never went to the server (about six calls each before).
     assert on_black_hole.requests <= 2, on_black_hole.requests
