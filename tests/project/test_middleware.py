@@ -32,6 +32,7 @@ EXPECTED_HOOKS = {
     "LoginRequiredMiddleware": {"process_view"},
     "MessageMiddleware": {"process_request", "process_response"},
     "XFrameOptionsMiddleware": {"process_response"},
+    "LocaleMiddleware": {"process_request", "process_response"},
 }
 
 
