@@ -35,6 +35,7 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from project import cache
 from project.sources import QueryError, SourceError, SourceTimeout, SourceUnavailable, inflight
 from tpa import snowflake
 from tpa.cache import MasterData, load_master_data
@@ -371,7 +372,19 @@ async def _gold(run: PipelineRun, step: PipelineStep, files: list[IngestionFile]
         await _set_status(run, file, FileStatus.TRANSFORMED)
     step.rows, step.query_ids, step.detail = int(result.value.get("monthly") or 0), [result.query_id], result.value
     await _finish_step(step, StepStatus.SUCCEEDED)
+    await _reports_changed(run)
     return ""
+
+
+async def _reports_changed(run: PipelineRun) -> None:
+    """Reports read gold (GOLD.CLAIMS): drop their cached panels and filter options, so the
+    run's claims show on the next page view and its TPA is a known choice of the TPA filter."""
+    for namespace in ("panel-results", "filter-options"):
+        try:
+            await cache.ainvalidate(namespace)
+        except cache.CacheUnavailable:
+            # The gold rows are committed; the reports catch up within the namespace's TTL.
+            logger.warning("run %s: could not invalidate %s", run.pk, namespace, exc_info=True)
 
 
 async def wait_for(run_id: int, seconds: float, interval: float = 0.25) -> PipelineRun:

@@ -44,6 +44,27 @@ CREATE TABLE IF NOT EXISTS SILVER.CLAIMS (
     UPDATED_AT TIMESTAMP_NTZ
 );
 
+-- Every claim of every TPA as the reports read it (the demo's claims-overview report),
+-- rebuilt per TPA by GOLD.REFRESH_TPA in the same transaction as the aggregates below, so a
+-- report never mixes claims of one refresh with totals of another. A table, not a view over
+-- SILVER.CLAIMS: readers see a TPA's claims as of its last successful gold step, never a
+-- silver MERGE half-way through a run. SERVICE_MONTH is kept so reports group by month
+-- without a function on every row.
+CREATE TABLE IF NOT EXISTS GOLD.CLAIMS (
+    TPA_CODE VARCHAR NOT NULL,
+    CLAIM_ID VARCHAR NOT NULL,
+    MEMBER_ID VARCHAR,
+    SERVICE_DATE DATE,
+    SERVICE_MONTH DATE,
+    PROCEDURE_CODE VARCHAR,
+    DIAGNOSIS_CODE VARCHAR,
+    BILLED_AMOUNT NUMBER(18, 2),
+    PAID_AMOUNT NUMBER(18, 2),
+    CLAIM_STATUS VARCHAR,
+    SOURCE_FILE VARCHAR,
+    REFRESHED_AT TIMESTAMP_NTZ
+);
+
 -- Claims per TPA and month of service, rebuilt per TPA by GOLD.REFRESH_TPA.
 CREATE TABLE IF NOT EXISTS GOLD.CLAIMS_MONTHLY (
     TPA_CODE VARCHAR NOT NULL,
