@@ -32,6 +32,9 @@ def test_it_installs_the_demo_reports_idempotently(owner):
 
 
 def test_it_runs_the_demo_claims_report_on_the_warehouse(owner):
+    # The claims report reads the TPA pipeline's gold layer, which the demo TPAs' runs fill.
+    call_command("snowflake_deploy", stdout=StringIO())
+    call_command("load_demo_tpas", "--rows", "12", stdout=StringIO())
     call_command("load_demo_reports", stdout=StringIO())
     out = StringIO()
     call_command("run_report", "claims-overview", "--format", "json", "--param", "tpa=ACME", stdout=out)

@@ -12,26 +12,16 @@ from django.utils.text import slugify
 from project.sources import SourceError, get_source
 from reports.models import DataSource, Filter, Panel, Report, Tag
 
-CLAIM_ROWS = 5000
-
-# Deterministic claims: the same rows on every run, spread over the last two years.
-CREATE_CLAIMS = f"""
-CREATE OR REPLACE TABLE DEMO.CLAIMS AS
-SELECT
-    seq4() + 1 AS CLAIM_ID,
-    CASE MOD(seq4(), 5) WHEN 0 THEN 'ACME' WHEN 1 THEN 'BLUECROSS' WHEN 2 THEN 'CORVEL' WHEN 3 THEN 'DELTA'
-        ELSE 'EVERGREEN' END AS TPA,
-    CASE MOD(seq4(), 4) WHEN 0 THEN 'North' WHEN 1 THEN 'South' WHEN 2 THEN 'East' ELSE 'West' END AS REGION,
-    DATEADD(day, -MOD(seq4() * 37, 730), CURRENT_DATE())::DATE AS SERVICE_DATE,
-    CAST(50 + MOD(seq4() * 7919, 4950) + MOD(seq4(), 100) / 100.0 AS NUMBER(12, 2)) AS PAID_AMOUNT,
-    CASE WHEN MOD(seq4(), 11) = 0 THEN 'DENIED' WHEN MOD(seq4(), 7) = 0 THEN 'PENDING' ELSE 'PAID' END AS STATUS
-FROM TABLE(GENERATOR(ROWCOUNT => {CLAIM_ROWS}))
-"""
+# The claims reports read the gold layer of the TPA pipeline (GOLD.CLAIMS, refreshed by
+# GOLD.REFRESH_TPA after each run: tpa/snowflake/030_gold_refresh_tpa.sql), so a file uploaded
+# and run shows up here; `load_demo_tpas` (run before this by `demo_setup`) seeds it.
+CLAIMS_TABLE = "GOLD.CLAIMS"
 
 CLAIMS_WHERE = """
 WHERE SERVICE_DATE BETWEEN %(period_from)s AND %(period_to)s
-  AND (%(tpa)s IS NULL OR TPA = %(tpa)s)
-  AND (%(region)s = '[]' OR REGION IN (SELECT VALUE::VARCHAR FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(region)s)))))
+  AND (%(tpa)s IS NULL OR TPA_CODE = %(tpa)s)
+  AND (%(status)s = '[]'
+    OR CLAIM_STATUS IN (SELECT VALUE::VARCHAR FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(status)s)))))
   AND PAID_AMOUNT >= %(min_amount)s"""
 
 CLAIMS_FILTERS = [
@@ -40,13 +30,13 @@ CLAIMS_FILTERS = [
         name="tpa",
         label="TPA",
         kind=Filter.Kind.CHOICE,
-        options_sql="SELECT DISTINCT TPA, TPA FROM DEMO.CLAIMS ORDER BY 1",
+        options_sql=f"SELECT DISTINCT TPA_CODE, TPA_CODE FROM {CLAIMS_TABLE} ORDER BY 1",
     ),
     dict(
-        name="region",
-        label="Regions",
+        name="status",
+        label="Claim status",
         kind=Filter.Kind.MULTI_CHOICE,
-        options_sql="SELECT DISTINCT REGION, REGION FROM DEMO.CLAIMS ORDER BY 1",
+        options_sql=f"SELECT DISTINCT CLAIM_STATUS, CLAIM_STATUS FROM {CLAIMS_TABLE} ORDER BY 1",
     ),
     dict(name="min_amount", label="Paid at least", kind=Filter.Kind.NUMBER, default="0", required=True),
 ]
@@ -56,19 +46,19 @@ CLAIMS_PANELS = [
         "Total paid",
         Panel.Visualization.NUMBER,
         Panel.Width.THIRD,
-        f'SELECT SUM(PAID_AMOUNT) AS "Total paid" FROM DEMO.CLAIMS {CLAIMS_WHERE}',
+        f'SELECT SUM(PAID_AMOUNT) AS "Total paid" FROM {CLAIMS_TABLE} {CLAIMS_WHERE}',
     ),
     (
         "Claims",
         Panel.Visualization.NUMBER,
         Panel.Width.THIRD,
-        f'SELECT COUNT(*) AS "Claims" FROM DEMO.CLAIMS {CLAIMS_WHERE}',
+        f'SELECT COUNT(*) AS "Claims" FROM {CLAIMS_TABLE} {CLAIMS_WHERE}',
     ),
     (
         "Average claim",
         Panel.Visualization.NUMBER,
         Panel.Width.THIRD,
-        f'SELECT ROUND(AVG(PAID_AMOUNT), 2) AS "Average paid" FROM DEMO.CLAIMS {CLAIMS_WHERE}',
+        f'SELECT ROUND(AVG(PAID_AMOUNT), 2) AS "Average paid" FROM {CLAIMS_TABLE} {CLAIMS_WHERE}',
     ),
     (
         "Claims in the last 30 days",
@@ -77,61 +67,66 @@ CLAIMS_PANELS = [
         "SELECT SUM(CASE WHEN SERVICE_DATE > DATEADD(day, -30, CURRENT_DATE()) THEN 1 ELSE 0 END) AS CLAIMS, "
         "SUM(CASE WHEN SERVICE_DATE <= DATEADD(day, -30, CURRENT_DATE()) "
         "AND SERVICE_DATE > DATEADD(day, -60, CURRENT_DATE()) THEN 1 ELSE 0 END) AS PREVIOUS "
-        f"FROM DEMO.CLAIMS {CLAIMS_WHERE}",
+        f"FROM {CLAIMS_TABLE} {CLAIMS_WHERE}",
     ),
     (
         "Paid by month",
         Panel.Visualization.LINE,
         Panel.Width.TWO_THIRDS,
-        f"SELECT DATE_TRUNC('month', SERVICE_DATE)::DATE AS MONTH, SUM(PAID_AMOUNT) AS PAID "
-        f"FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
+        f"SELECT SERVICE_MONTH AS MONTH, SUM(PAID_AMOUNT) AS PAID "
+        f"FROM {CLAIMS_TABLE} {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
     ),
     (
         "Claims by status",
         Panel.Visualization.DONUT,
         Panel.Width.THIRD,
-        f"SELECT STATUS, COUNT(*) AS CLAIMS FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 2 DESC",
+        f"SELECT CLAIM_STATUS AS STATUS, COUNT(*) AS CLAIMS FROM {CLAIMS_TABLE} {CLAIMS_WHERE} "
+        f"GROUP BY 1 ORDER BY 2 DESC",
     ),
     (
         "Paid by TPA",
         Panel.Visualization.BAR,
         Panel.Width.TWO_THIRDS,
-        f"SELECT TPA, SUM(PAID_AMOUNT) AS PAID FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 2 DESC",
+        f"SELECT TPA_CODE AS TPA, SUM(PAID_AMOUNT) AS PAID FROM {CLAIMS_TABLE} {CLAIMS_WHERE} "
+        f"GROUP BY 1 ORDER BY 2 DESC",
     ),
     (
-        "Paid by region",
+        "Paid by procedure",
         Panel.Visualization.PIE,
         Panel.Width.HALF,
-        f"SELECT REGION, SUM(PAID_AMOUNT) AS PAID FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
+        f"SELECT PROCEDURE_CODE, SUM(PAID_AMOUNT) AS PAID FROM {CLAIMS_TABLE} {CLAIMS_WHERE} "
+        f"GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
     ),
     (
         "Claims by TPA and status",
         Panel.Visualization.STACKED,
         Panel.Width.HALF,
-        "SELECT TPA, SUM(CASE WHEN STATUS = 'PAID' THEN 1 ELSE 0 END) AS PAID, "
-        "SUM(CASE WHEN STATUS = 'PENDING' THEN 1 ELSE 0 END) AS PENDING, "
-        "SUM(CASE WHEN STATUS = 'DENIED' THEN 1 ELSE 0 END) AS DENIED "
-        f"FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
+        "SELECT TPA_CODE AS TPA, SUM(CASE WHEN CLAIM_STATUS = 'PAID' THEN 1 ELSE 0 END) AS PAID, "
+        "SUM(CASE WHEN CLAIM_STATUS = 'PENDED' THEN 1 ELSE 0 END) AS PENDED, "
+        "SUM(CASE WHEN CLAIM_STATUS = 'ADJUSTED' THEN 1 ELSE 0 END) AS ADJUSTED, "
+        "SUM(CASE WHEN CLAIM_STATUS = 'DENIED' THEN 1 ELSE 0 END) AS DENIED "
+        f"FROM {CLAIMS_TABLE} {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
     ),
     (
         "Claims per month",
         Panel.Visualization.AREA,
         Panel.Width.HALF,
-        f"SELECT DATE_TRUNC('month', SERVICE_DATE)::DATE AS MONTH, COUNT(*) AS CLAIMS "
-        f"FROM DEMO.CLAIMS {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
+        f"SELECT SERVICE_MONTH AS MONTH, COUNT(*) AS CLAIMS FROM {CLAIMS_TABLE} {CLAIMS_WHERE} GROUP BY 1 ORDER BY 1",
     ),
     (
         "Largest claims",
         Panel.Visualization.TABLE,
         Panel.Width.HALF,
-        f"SELECT CLAIM_ID, TPA, REGION, SERVICE_DATE, PAID_AMOUNT, STATUS FROM DEMO.CLAIMS {CLAIMS_WHERE} "
+        f"SELECT CLAIM_ID, TPA_CODE AS TPA, MEMBER_ID, SERVICE_DATE, PAID_AMOUNT, CLAIM_STATUS AS STATUS "
+        f"FROM {CLAIMS_TABLE} {CLAIMS_WHERE} "
         f"ORDER BY PAID_AMOUNT DESC LIMIT 50",
     ),
     (
         "Denied claims",
         Panel.Visualization.TABLE,
         Panel.Width.HALF,
-        f"SELECT CLAIM_ID, TPA, SERVICE_DATE, PAID_AMOUNT FROM DEMO.CLAIMS {CLAIMS_WHERE} AND STATUS = 'DENIED' "
+        f"SELECT CLAIM_ID, TPA_CODE AS TPA, SERVICE_DATE, BILLED_AMOUNT FROM {CLAIMS_TABLE} {CLAIMS_WHERE} "
+        f"AND CLAIM_STATUS = 'DENIED' "
         f"ORDER BY SERVICE_DATE DESC",
     ),
 ]
@@ -148,7 +143,7 @@ CLAIMS_SETTINGS: dict[str, dict[str, Any]] = {
     "Paid by month": {"columns": {"MONTH": {"label": "Month"}, "PAID": {**USD, "label": "Paid"}}, "partial_last": True},
     "Claims by status": {"columns": {"STATUS": {"label": "Status"}, "CLAIMS": {"label": "Claims"}}},
     "Paid by TPA": {"columns": {"PAID": {**USD, "label": "Paid"}}},
-    "Paid by region": {"columns": {"REGION": {"label": "Region"}, "PAID": {**USD, "label": "Paid"}}},
+    "Paid by procedure": {"columns": {"PROCEDURE_CODE": {"label": "Procedure"}, "PAID": {**USD, "label": "Paid"}}},
     "Claims per month": {"columns": {"MONTH": {"label": "Month"}}, "partial_last": True},
     "Largest claims": {
         "columns": {
@@ -161,7 +156,7 @@ CLAIMS_SETTINGS: dict[str, dict[str, Any]] = {
         "columns": {
             "CLAIM_ID": {"label": "Claim"},
             "SERVICE_DATE": {"label": "Service date", "format": "date"},
-            "PAID_AMOUNT": {**USD, "label": "Paid"},
+            "BILLED_AMOUNT": {**USD, "label": "Billed"},
         }
     },
 }
@@ -280,7 +275,7 @@ ISOLATION_PANELS = [
         Panel.Width.THIRD,
         "snowflake",
         None,
-        'SELECT COUNT(*) AS "Claims" FROM DEMO.CLAIMS',
+        f'SELECT COUNT(*) AS "Claims" FROM {CLAIMS_TABLE}',
     ),
     (
         "Slow Postgres query (30 s, timeout 3 s)",
@@ -320,7 +315,7 @@ class Command(BaseCommand):
         )
         if owner is None:
             raise CommandError("Create a staff user first (manage.py demo_setup does).")
-        claims_ok = self.create_claims()
+        claims = self.count_claims()
         self.publish_report_views()
         analysts, _ = Group.objects.get_or_create(name="Analysts")
         with transaction.atomic():
@@ -334,7 +329,7 @@ class Command(BaseCommand):
             self.install(
                 "claims-overview",
                 "Claims overview",
-                "Paid claims in the warehouse by month, TPA, region and status (Snowflake).",
+                "Claims in the TPA pipeline's gold layer by month, TPA, procedure and status (Snowflake).",
                 owner,
                 analysts,
                 CLAIMS_FILTERS,
@@ -367,7 +362,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 "Demo reports ready: claims-overview, fanout-activity, isolation"
-                + ("" if claims_ok else " (the Snowflake claims table could not be created)")
+                + ("" if claims else " (no claims in the gold layer yet: run `manage.py load_demo_tpas`)")
             )
         )
 
@@ -389,19 +384,14 @@ class Command(BaseCommand):
         result = await get_source("postgres").execute("SELECT current_user", timeout=10)
         return str(result.rows[0][0])
 
-    def create_claims(self) -> bool:
-        source = get_source("snowflake")
-
-        async def create() -> None:
-            await source.execute("CREATE SCHEMA IF NOT EXISTS DEMO", read_only=False, timeout=60)
-            await source.execute(CREATE_CLAIMS, read_only=False, timeout=120)
-
+    def count_claims(self) -> int:
+        """Claims the claims report can show now (0 when the gold layer is missing or empty)."""
         try:
-            async_to_sync(create)()
+            result = async_to_sync(get_source("snowflake").execute)(f"SELECT COUNT(*) FROM {CLAIMS_TABLE}", timeout=60)
         except SourceError as exc:
-            self.stderr.write(self.style.WARNING(f"Snowflake demo data skipped: {exc}"))
-            return False
-        return True
+            self.stderr.write(self.style.WARNING(f"Snowflake gold layer not readable: {exc}"))
+            return 0
+        return int(result.rows[0][0])
 
     def install(
         self,

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from project.sources import SourceError
-from tpa import demo, uploads
+from tpa import demo, snowflake, uploads
 from tpa.models import IngestionFile, RunStatus, Tpa
 from tpa.pipeline import execute_run
 from tpa.runs import start_run
@@ -34,11 +35,19 @@ class Command(BaseCommand):
         for spec in demo.DEMO_TPAS:
             tpa = await Tpa.objects.aget(code=spec.code)
             if await IngestionFile.objects.filter(tpa=tpa).aexists():
-                self.stdout.write(f"  {tpa.code}: has files already, left as it is")
+                # Its files stay as they are; its gold layer is rebuilt by the pipeline's own
+                # procedure, so a gold table added since (GOLD.CLAIMS, which the claims reports
+                # read) holds its claims too.
+                refreshed = await snowflake.call(snowflake.GOLD_PROCEDURE, tpa.code)
+                claims = refreshed.value.get("claims") or 0
+                self.stdout.write(f"  {tpa.code}: has files already, left as it is; gold refreshed ({claims} claims)")
                 continue
-            content = demo.claims_csv(spec, rows, seed=1)
+            # Service dates in the six months before this one: inside the claims report's
+            # default period (the last 365 days) whenever the demo first starts.
+            start = (datetime.date.today().replace(day=1) - datetime.timedelta(days=180)).replace(day=1)
+            content = demo.claims_csv(spec, rows, seed=1, start=start)
             try:
-                file = await uploads.upload(tpa, f"{tpa.code.lower()}_claims_2026-01.csv", [content], None)
+                file = await uploads.upload(tpa, f"{tpa.code.lower()}_claims_{start:%Y-%m}.csv", [content], None)
             except Refused as exc:
                 raise CommandError(f"{tpa.code}: {exc.message}") from exc
             run = await start_run(tpa, None, enqueue=False)
