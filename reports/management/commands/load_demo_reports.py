@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -24,7 +25,7 @@ WHERE SERVICE_DATE BETWEEN %(period_from)s AND %(period_to)s
     OR CLAIM_STATUS IN (SELECT VALUE::VARCHAR FROM TABLE(FLATTEN(INPUT => PARSE_JSON(%(status)s)))))
   AND PAID_AMOUNT >= %(min_amount)s"""
 
-CLAIMS_FILTERS = [
+CLAIMS_FILTERS: list[dict[str, Any]] = [
     dict(name="period", label="Service date", kind=Filter.Kind.DATE_RANGE, default="-365d..today", required=True),
     dict(
         name="tpa",
@@ -163,7 +164,7 @@ CLAIMS_SETTINGS: dict[str, dict[str, Any]] = {
 PANEL_DEFAULTS: dict[str, Any] = {"columns": {}, "chart_x": "", "chart_y": "", "partial_last": False}
 TAGS = {"claims-overview": ["Claims", "Finance"], "fanout-activity": ["Operations"], "isolation": ["Operations"]}
 
-ACTIVITY_FILTERS = [
+ACTIVITY_FILTERS: list[dict[str, Any]] = [
     dict(name="period", label="Run date", kind=Filter.Kind.DATE_RANGE, default="-30d..today", required=True),
     dict(
         name="trigger",
@@ -243,7 +244,7 @@ ACTIVITY_PANELS = [
     ),
 ]
 
-ISOLATION_FILTERS = [
+ISOLATION_FILTERS: list[dict[str, Any]] = [
     dict(
         name="note",
         label="Anything (bound, never spliced into SQL)",
@@ -401,7 +402,7 @@ class Command(BaseCommand):
         owner: Any,
         group: Group,
         filters: list[dict[str, Any]],
-        panels: list[tuple[str, str, str, str, float | None, str]],
+        panels: Sequence[tuple[str, str, str, str, float | None, str]],
         sources: dict[str, DataSource],
         *,
         options_source: DataSource,
