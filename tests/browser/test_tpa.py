@@ -1,18 +1,36 @@
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from playwright.sync_api import expect
 
-from tests.tpa.conftest import claims_file
+from reports.services import headline
+from tests.tpa.conftest import claims_file, file_totals
 from tpa.models import PipelineRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def install_demo_reports() -> None:
+    """`load_demo_reports` on a thread of its own: this one runs Playwright's event loop."""
+
+    def install() -> None:
+        try:
+            call_command("load_demo_reports", stdout=io.StringIO())
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(install).result(timeout=120)
 
 
 def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
@@ -23,6 +41,7 @@ def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
     tmp_path,
 ) -> None:
     tpa = make_tpa()
+    install_demo_reports()  # the claims report, which reads gold
     client = Client()
     client.force_login(owner)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -35,7 +54,9 @@ def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
     expect(page.get_by_role("button", name="Run the pipeline on 0 waiting files")).to_be_disabled()
     expect(page.locator("#cannot-run")).to_have_text("No file is waiting: upload one first.")
     upload = tmp_path / "claims-2026-01.csv"
-    upload.write_bytes(claims_file(rows=20).getvalue())
+    data = claims_file(rows=20)
+    claims, paid = file_totals(data)
+    upload.write_bytes(data.getvalue())
     page.set_input_files("input[name=file]", str(upload))
     page.get_by_role("button", name="Upload to the stage").click()
     expect(page.locator(".messages")).to_contain_text("20 rows")
@@ -67,5 +88,15 @@ def test_it_takes_a_claim_file_from_upload_to_gold_through_the_pages(
     page.goto(f"{server_url}/tpa/{tpa.code}/")
     expect(page.locator("main")).to_contain_text("transformed")
     expect(page.locator("main")).to_contain_text("SERVICE_MONTH", timeout=20_000)  # the gold preview
+
+    # The claims report reads gold: the TPA is a choice of its filter, and the file's claims show.
+    page.goto(f"{server_url}/reports/claims-overview/?period_from=2026-01-01&period_to=2026-12-31")
+    page.select_option("#filter-tpa", tpa.code)
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url(f"**tpa={tpa.code}**")
+    claims_panel = page.locator(".panel", has=page.get_by_role("heading", name="Claims", exact=True))
+    expect(claims_panel.locator(".big-number .value")).to_have_text(headline(claims), timeout=20_000)
+    paid_panel = page.locator(".panel", has=page.get_by_role("heading", name="Total paid", exact=True))
+    expect(paid_panel.locator(".big-number .value")).to_have_text(headline(paid), timeout=20_000)
     assert errors == []
     context.close()

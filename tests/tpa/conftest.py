@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import decimal
 import io
 import uuid
 from collections.abc import Callable
@@ -44,6 +46,12 @@ def claims_file(rows: int = 12, seed: int = 1, name: str = "claims.csv") -> io.B
     data = io.BytesIO(demo.claims_csv(ACME, rows, seed))
     data.name = name
     return data
+
+
+def file_totals(data: io.BytesIO) -> tuple[int, decimal.Decimal]:
+    """A claims_file's claims and total paid amount, read from its CSV."""
+    rows = list(csv.DictReader(io.StringIO(data.getvalue().decode())))
+    return len(rows), sum((decimal.Decimal(r["paid"]) for r in rows), decimal.Decimal(0))
 
 
 def counts(code: str) -> dict[str, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import decimal
 import io
 from io import StringIO
@@ -17,7 +16,7 @@ from reports.filters import ListMapping
 from reports.models import QueryLog
 from reports.runner import PanelRun
 from reports.services import open_report, run_panels
-from tests.tpa.conftest import claims_file, work
+from tests.tpa.conftest import claims_file, file_totals, work
 from tpa.models import FileStatus, IngestionFile, PipelineRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,11 +35,6 @@ def claims_report(fresh: bool, **params: str) -> dict[str, PanelRun]:
     runs = asyncio.run(run())
     assert all(r.error is None for r in runs), [r.error for r in runs if r.error]
     return {r.title: r for r in runs}
-
-
-def file_totals(data: io.BytesIO) -> tuple[int, decimal.Decimal]:
-    rows = list(csv.DictReader(io.StringIO(data.getvalue().decode())))
-    return len(rows), sum((decimal.Decimal(r["paid"]) for r in rows), decimal.Decimal(0))
 
 
 def number(run: PanelRun) -> Any:
