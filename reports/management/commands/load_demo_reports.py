@@ -149,6 +149,7 @@ CLAIMS_SETTINGS: dict[str, dict[str, Any]] = {
     "Largest claims": {
         "columns": {
             "CLAIM_ID": {"label": "Claim"},
+            "MEMBER_ID": {"label": "Member"},
             "SERVICE_DATE": {"label": "Service date", "format": "date"},
             "PAID_AMOUNT": {**USD, "label": "Paid"},
         }
