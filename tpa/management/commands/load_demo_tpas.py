@@ -42,8 +42,9 @@ class Command(BaseCommand):
                 claims = refreshed.value.get("claims") or 0
                 self.stdout.write(f"  {tpa.code}: has files already, left as it is; gold refreshed ({claims} claims)")
                 continue
-            # Service dates in the six months before this one: inside the claims report's
-            # default period (the last 365 days) whenever the demo first starts.
+            # Service dates over the 180 days from the first of the month six months ago, so
+            # up to about today: inside the claims report's default period (the last 365 days)
+            # whenever the demo first starts, and its "last 30 days" panel has claims.
             start = (datetime.date.today().replace(day=1) - datetime.timedelta(days=180)).replace(day=1)
             content = demo.claims_csv(spec, rows, seed=1, start=start)
             try:
