@@ -17,7 +17,7 @@ from reports.models import QueryLog
 from reports.runner import PanelRun
 from reports.services import open_report, run_panels
 from tests.tpa.conftest import claims_file, file_totals, work
-from tpa.models import FileStatus, IngestionFile, PipelineRun
+from tpa.models import FileStatus, IngestionFile
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -117,23 +117,3 @@ def test_it_keeps_the_reports_claims_when_a_gold_refresh_fails(make_tpa, owner_c
     assert failed["status"] == "failed" and failed["error"].startswith("gold failed:")
     assert IngestionFile.objects.get(tpa=tpa, original_name="feb.csv").status == FileStatus.FAILED
     assert number(claims_report(fresh=True, tpa=tpa.code)["Claims"]) == 8  # not 0, not 15
-
-
-def test_it_seeds_the_demo_reports_through_the_pipeline(owner) -> None:
-    call_command("snowflake_deploy", stdout=StringIO())
-    out = StringIO()
-    call_command("load_demo_tpas", "--rows", "12", stdout=out)
-    assert PipelineRun.objects.filter(status="succeeded").count() == 3, out.getvalue()
-    reports = StringIO()
-    call_command("load_demo_reports", stdout=reports)
-    assert "no claims in the gold layer" not in reports.getvalue()
-
-    panels = claims_report(fresh=True, **{"period_from": "2000-01-01", "period_to": "2100-01-01"})
-    by_tpa = dict(panels["Paid by TPA"].rows)
-    assert {"ACME", "BLUEPEAK", "CORAL"} <= set(by_tpa)
-
-    # Run again (e.g. the next `make demo`): the files stay, gold is rebuilt from silver.
-    again = StringIO()
-    call_command("load_demo_tpas", "--rows", "12", stdout=again)
-    assert again.getvalue().count("gold refreshed") == 3
-    assert PipelineRun.objects.count() == 3
