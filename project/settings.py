@@ -338,6 +338,9 @@ CACHE_TTLS = {
     "filter-options": env.int("CACHE_TTL_FILTER_OPTIONS", default=600),
     "panel-results": env.int("CACHE_TTL_PANEL_RESULTS", default=300),
     "tokens": env.int("CACHE_TTL_TOKENS", default=60),
+    # The TPA page's warehouse previews and stage listing: a few seconds spare the warehouse
+    # a reload's queries; an upload or a run's progress changes their key at once.
+    "tpa-previews": env.int("CACHE_TTL_TPA_PREVIEWS", default=15),
 }
 
 # --- TPA pipeline ------------------------------------------------------------------------

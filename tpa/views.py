@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from project import cache
 from project.ratelimit import ratelimit
 from project.sources import SourceError
 from tpa import snowflake, uploads
@@ -144,19 +147,36 @@ async def tpa_detail(request: HttpRequest, code: str) -> HttpResponse:
     active = await tpa.runs.active().afirst()
     shown = await _bronze_file(request, tpa)
     columns = shown.columns if shown else master.source_columns
+    # The warehouse panels load together, each under its own deadline, and are cached briefly
+    # ("tpa-previews") under the state of the files and runs on the page: an upload or a run
+    # that moves on changes the key, so what a person just did shows at once.
+    state = [(f.pk, f.status) for f in files.items], [(r.pk, r.status) for r in runs.items]
+
+    async def cached(what: str, loader: Callable[[], Awaitable[Any]], *key: Any) -> Any:
+        async def load() -> Any:
+            return (await cache.load("tpa-previews", (tpa.code, what, state, *key), loader)).value
+
+        return await _panel(load())
+
     async with asyncio.TaskGroup() as group:
-        staged = group.create_task(_panel(snowflake.list_stage(f"{tpa.stage_prefix}/")))
+        staged = group.create_task(cached("stage", lambda: snowflake.list_stage(f"{tpa.stage_prefix}/")))
         previews = {
             layer: group.create_task(
-                _panel(
-                    snowflake.preview(
+                cached(
+                    layer,
+                    functools.partial(
+                        snowflake.preview,
                         layer,
                         tpa.code,
                         _page(request, layer),
                         bronze_columns=columns,
                         silver_table=master.table_name,
                         source_file=shown.stage_path if shown else "",
-                    )
+                    ),
+                    _page(request, layer),
+                    columns,
+                    master.table_name,
+                    shown.stage_path if shown else "",
                 )
             )
             for layer in ("bronze", "silver", "gold")
