@@ -51,6 +51,15 @@ def test_it_lets_a_query_that_only_reads_run(dialect, sql: str) -> None:
     ],
 )
 def test_it_refuses_a_statement_that_may_write_and_says_why(dialect, sql: str, reason: str) -> None:
-    with pytest.raises(NotReadOnly) as info:
-        check_read_only(sql, dialect)
-    assert reason in str(info.value)
+    # Asked twice: the second answer comes from the remembered verdict and must be the same.
+    for _ in range(2):
+        with pytest.raises(NotReadOnly) as info:
+            check_read_only(sql, dialect)
+        assert reason in str(info.value)
+
+
+def test_it_judges_the_same_text_differently_in_each_dialect() -> None:
+    # The verdict is remembered per text and dialect: `LIST` is a Snowflake stage listing only.
+    check_read_only("LIST @BRONZE.TPA_FILES/acme/", "snowflake")
+    with pytest.raises(NotReadOnly):
+        check_read_only("LIST @BRONZE.TPA_FILES/acme/", "postgres")
