@@ -366,14 +366,21 @@ async def _answer(request: Request, body: dict[str, Any], query: RunningQuery, s
             return cursor_response(conn, await procedures.describe_call(query, sql))
         return cursor_response(conn, await procedures.call(query, sql, _values(body)))
 
+    waits: list[float] = []
     if system_functions.mentioned(sql):
         bindings = body.get("bindings") or {}
         positional = [bindings[k] for k in sorted(bindings, key=int)] if all(k.isdigit() for k in bindings) else None
-        sql, remaining = await system_functions.rewrite(sql, positional, query, from_binding, describe_only)
+        sql, remaining = await system_functions.rewrite(sql, positional, query, from_binding, describe_only, waits)
         new_bindings = {str(n): b for n, b in enumerate(remaining or [], start=1)} or None
         request = _with_body(request, {**body, "sqlText": sql, "bindings": new_bindings})
 
-    response = await query.interruptible(fs_server.query_request(request))
+    if waits and verb in ("SELECT", "WITH"):
+        response = await _read_while_waiting(query, request, sum(waits))
+    else:
+        if waits:
+            # A write must not take effect before its wait: a cancel during the wait leaves nothing done.
+            await query.wait(sum(waits))
+        response = await query.interruptible(fs_server.query_request(request))
     if query.cancelled and not json.loads(bytes(response.body)).get("success"):
         # fakesnow reports the interrupted statement as an internal error
         return cancelled_response(query)
@@ -387,6 +394,28 @@ async def _answer(request: Request, body: dict[str, Any], query: RunningQuery, s
             )
         )
     return response
+
+
+async def _read_while_waiting(query: RunningQuery, request: Request, seconds: float) -> Response:
+    """A query's read runs as it starts; its SYSTEM$WAIT holds only the answer.
+
+    A Snowflake statement sees the data committed before it began (READ COMMITTED,
+    https://docs.snowflake.com/en/sql-reference/transactions#isolation-level), not what was
+    committed while it waited, so the read belongs at the start. It also keeps the emulator's
+    transpiling off the end of the wait, where every query of a burst would queue for it.
+    """
+    work = asyncio.ensure_future(query.interruptible(fs_server.query_request(request)))
+    try:
+        await query.wait(seconds)  # raises QueryCancelled when the query is cancelled meanwhile
+    except BaseException:
+        if not query.cancelled:
+            work.cancel()
+        # A cancelled query's read is interrupted by interruptible(); let it release the session.
+        await asyncio.wait({work})
+        if not work.cancelled():
+            work.exception()  # retrieved: the cancel is the answer
+        raise
+    return await work
 
 
 def _values(body: dict[str, Any]) -> list[Any]:

@@ -48,11 +48,13 @@ async def rewrite[P](
     query: RunningQuery,
     value_of: Callable[[P], Any],
     describe_only: bool = False,
+    deferred: list[float] | None = None,
 ) -> tuple[str, list[P] | None]:
     """Evaluate the system function calls in sql, returning the statement and the params still used.
 
     params are the statement's positional bindings (? or :1 placeholders), in whatever form the
-    caller keeps them; value_of turns one into its value. A describe-only request does not wait.
+    caller keeps them; value_of turns one into its value. A describe-only request does not wait;
+    with `deferred`, each wait's seconds are appended to it for the caller to wait, not waited.
     """
     tokens = tokenize(sql)
     parts: list[str] = []
@@ -80,7 +82,7 @@ async def rewrite[P](
                     values.append(_bound(token.upper, params, number - 1, value_of))
                 else:
                     values.append(_literal(token.upper, only))
-            result = await _evaluate(token.upper, values, query, describe_only)
+            result = await _evaluate(token.upper, values, query, describe_only, deferred)
             parts += [sql[done : token.start], quote_string(result)]
             done = tokens[close].end
             i = close + 1
@@ -141,13 +143,15 @@ def _renumber[P](sql: str, params: list[P]) -> tuple[str, list[P]]:
     return "".join(parts), [params[old - 1] for old in used]
 
 
-async def _evaluate(function: str, values: list[Any], query: RunningQuery, describe_only: bool) -> str:
+async def _evaluate(
+    function: str, values: list[Any], query: RunningQuery, describe_only: bool, deferred: list[float] | None
+) -> str:
     if function == "SYSTEM$WAIT":
-        return await _wait(values, query, describe_only)
+        return await _wait(values, query, describe_only, deferred)
     return _cancel_query(values, query)
 
 
-async def _wait(values: list[Any], query: RunningQuery, describe_only: bool) -> str:
+async def _wait(values: list[Any], query: RunningQuery, describe_only: bool, deferred: list[float] | None) -> str:
     if len(values) not in (1, 2):
         raise _invalid("SYSTEM$WAIT takes an amount and an optional time unit")
     amount = str(values[0])
@@ -156,7 +160,11 @@ async def _wait(values: list[Any], query: RunningQuery, describe_only: bool) -> 
         seconds = float(amount) * _SECONDS_PER_UNIT[unit]
     except (KeyError, ValueError):
         raise _invalid(f"invalid SYSTEM$WAIT arguments ({amount}, {unit})") from None
-    if not describe_only:
+    if describe_only:
+        pass
+    elif deferred is not None:
+        deferred.append(seconds)
+    else:
         await query.wait(seconds)
     return f"waited {amount} {unit.lower()}"
 

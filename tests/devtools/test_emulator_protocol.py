@@ -119,6 +119,39 @@ def test_it_runs_several_asynchronous_queries_of_one_session(conn: SnowflakeConn
         assert result.fetchall() == [(i,)]
 
 
+def count_rows(conn: SnowflakeConnection, table: str) -> int:
+    (n,) = rows(conn.cursor(), f"SELECT COUNT(*) FROM {table}")[0]
+    return int(n)
+
+
+def test_it_reads_what_was_committed_before_a_waiting_query_began(conn: SnowflakeConnection) -> None:
+    # Snowflake's READ COMMITTED: a statement sees the data committed before it began.
+    conn.cursor().execute("CREATE OR REPLACE TABLE seen (n INT)")
+    conn.cursor().execute("INSERT INTO seen VALUES (1)")
+    cursor = conn.cursor()
+    cursor.execute_async("SELECT SYSTEM$WAIT(1) AS w, (SELECT COUNT(*) FROM seen) AS n")
+    qid = query_id(cursor)
+    # The same session: its statements take turns on the session's database connection.
+    conn.cursor().execute("INSERT INTO seen VALUES (2)")
+    assert conn.get_query_status(qid) == QueryStatus.RUNNING, "the insert was meant to land during the wait"
+    wait_until(lambda: conn.get_query_status(qid) == QueryStatus.SUCCESS, "the query succeeds")
+    result = conn.cursor()
+    result.query_result(qid)
+    assert result.fetchall() == [("waited 1 seconds", 1)]
+    assert count_rows(conn, "seen") == 2
+
+
+def test_it_leaves_nothing_done_by_a_write_cancelled_during_its_wait(conn: SnowflakeConnection) -> None:
+    conn.cursor().execute("CREATE OR REPLACE TABLE kept (n INT)")
+    cursor = conn.cursor()
+    cursor.execute_async("INSERT INTO kept SELECT 5 FROM (SELECT SYSTEM$WAIT(60) AS w)")
+    qid = query_id(cursor)
+    wait_until(lambda: any(q.query_id == qid and q.waiting for q in running_queries()), "the insert waits")
+    assert conn.cursor().abort_query(qid) is True
+    wait_until(lambda: conn.get_query_status(qid) == QueryStatus.ABORTED, "the insert is aborted")
+    assert count_rows(conn, "kept") == 0
+
+
 # -- sign-in -----------------------------------------------------------------------------------
 
 
