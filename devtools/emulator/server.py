@@ -41,7 +41,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from devtools.emulator import accounts, aggregates, asyncexec, procedures, running, stage, system_functions
+from devtools.emulator import (
+    accounts,
+    aggregates,
+    asyncexec,
+    describe,
+    procedures,
+    running,
+    stage,
+    system_functions,
+)
 from devtools.emulator.results import cancelled_response, cursor_response, error_response, rows_response
 from devtools.emulator.running import RunningQuery
 from devtools.emulator.sqltext import first_words
@@ -124,6 +133,7 @@ async def _installed(data_dir: Path | None) -> AsyncIterator[None]:
         raise RuntimeError("an emulator is already running in this process (fakesnow's state is global)")
     _active = True
     aggregates.install()
+    describe.install()
     saved = fs_server.shared_fs, fs_stage.LOCAL_BUCKET_PATH
     if data_dir is None:
         bucket = tempfile.mkdtemp(prefix="emulator_stage_")
