@@ -424,8 +424,10 @@ class SnowflakeSource:
         return SourceUnavailable(self.name, message.splitlines()[0] if message else type(exc).__name__)
 
     def _check_read_only(self, sql: str) -> None:
-        if (refusal := _read_only_refusal(sql)) is not None:
-            raise QueryError(self.name, refusal)
+        try:
+            check_read_only(sql, "snowflake")
+        except NotReadOnly as exc:
+            raise QueryError(self.name, str(exc)) from None
 
     # --- the public interface -----------------------------------------------------------
 
@@ -566,17 +568,6 @@ class SnowflakeSource:
                     each.conn.close(retry=False)
 
         await asyncio.to_thread(close_all)
-
-
-@functools.lru_cache(maxsize=1024)
-def _read_only_refusal(sql: str) -> str | None:
-    """Why `sql` may not run as a report query, or None. Cached: it parses the whole statement
-    on the event loop (about 0.7 ms), and a report runs the same few texts again and again."""
-    try:
-        check_read_only(sql, "snowflake")
-    except NotReadOnly as exc:
-        return str(exc)
-    return None
 
 
 # Aborts still on their way when their caller has gone (kept so they are not collected).
