@@ -471,11 +471,10 @@ async def call(query: RunningQuery, sql: str, params: list[Any], depth: int = 0)
             sqlstate="P0000",
         )
 
-    cur = query.conn.cursor()
     try:
         expression, values = bind_variables(returned.text or "NULL", frame, scalar=True)
         select = f'SELECT CAST(({expression}) AS {procedure.returns}) AS "{procedure.name}"'
-        await query.run_in_thread(cur.execute, select, binding_params=values, server=True)
+        cur = await _run_on_duckdb(query, select, values)
     except QueryCancelled:
         raise
     except Exception as e:
@@ -594,13 +593,24 @@ async def execute(query: RunningQuery, sql: str, params: list[Any], depth: int) 
     if is_create_procedure(sql):
         await create(query, sql)
         return None
+    cur = await _run_on_duckdb(query, sql, params)
+    return cur.rowcount if first in _DML else None
+
+
+async def _run_on_duckdb(query: RunningQuery, sql: str, params: list[Any]) -> FakeSnowflakeCursor:
+    """Run one statement or expression of a procedure; its cursor.
+
+    SYSTEM$WAIT and SYSTEM$CANCEL_QUERY are evaluated first, wherever they appear: in a
+    statement, and in an expression (LET, :=, RETURN), as Snowflake Scripting allows
+    (https://docs.snowflake.com/en/developer-guide/snowflake-scripting/variables).
+    DuckDB knows neither function.
+    """
     if system_functions.mentioned(sql):
         sql, rewritten = await system_functions.rewrite(sql, params, query, lambda p: p)
         params = rewritten or []
-
     cur = query.conn.cursor()
     await query.run_in_thread(cur.execute, sql, binding_params=list(params), server=True)
-    return cur.rowcount if first in _DML else None
+    return cur
 
 
 def is_create_procedure(sql: str) -> bool:
@@ -614,8 +624,7 @@ def is_create_procedure(sql: str) -> bool:
 async def _evaluate(query: RunningQuery, frame: Frame, expression: str, type_: str) -> Any:
     text, values = bind_variables(expression, frame, scalar=True)
     select = f"SELECT CAST(({text}) AS {type_})" if type_ else f"SELECT ({text})"
-    cur = query.conn.cursor()
-    await query.run_in_thread(cur.execute, select, binding_params=values, server=True)
+    cur = await _run_on_duckdb(query, select, values)
     row = cur.fetchone()
     return row[0] if isinstance(row, tuple) else None
 

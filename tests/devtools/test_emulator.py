@@ -217,6 +217,21 @@ def test_it_calls_a_procedure_with_bound_arguments(snowflake_conn: SnowflakeConn
     assert run(cur, "SELECT tpa, row_count FROM load_log").fetchall() == [("ACME", 3)]
 
 
+def test_it_evaluates_system_functions_in_a_procedures_expressions(snowflake_conn: SnowflakeConnection) -> None:
+    # Snowflake Scripting may call SYSTEM$WAIT in LET, an assignment and RETURN, not only in a
+    # statement; DuckDB has no such function, so the emulator must evaluate it there too.
+    cur = snowflake_conn.cursor()
+    cur.execute(
+        "CREATE PROCEDURE pauses() RETURNS VARCHAR LANGUAGE SQL AS $$ BEGIN "
+        "LET w VARCHAR := (SELECT SYSTEM$WAIT(10, 'MILLISECONDS')); "
+        "w := w || ' / ' || SYSTEM$WAIT(1, 'MILLISECONDS'); "
+        "RETURN w || ' / ' || SYSTEM$WAIT(2, 'MILLISECONDS'); END; $$"
+    )
+    assert run(cur, "CALL pauses()").fetchall() == [
+        ("waited 10 milliseconds / waited 1 milliseconds / waited 2 milliseconds",)
+    ]
+
+
 def test_it_keeps_the_statements_before_a_failing_one(snowflake_conn: SnowflakeConnection) -> None:
     cur = snowflake_conn.cursor()
     cur.execute("CREATE TABLE load_log (tpa VARCHAR, row_count INT)")
