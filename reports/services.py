@@ -11,6 +11,7 @@ fan-out, and the query log.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from project.localcache import AUTH, Generation, LocalCache, Missing
 from project.sources import SourceError, inflight
 from reports import filters as filtering
 from reports import runner
@@ -28,16 +30,63 @@ from reports.filters import FilterState, MultiMapping, Options
 from reports.models import Filter, Panel, QueryLog, Report, User
 from reports.runner import PanelRun, load_all_options
 
+# Every page, fragment, stream and API run reads its report's definition (the report, its
+# panels and filters: three queries and about 10 ms of ORM work on a thread), and who may see
+# it: both are kept in each process and checked against shared generations on every read
+# (project.localcache). REPORTS moves on any change to a definition or its sharing (signals
+# below), AUTH on any change to a user or a group membership, so an edit or a lost access
+# shows on the next request in every process.
+REPORTS = Generation("reports")
+DEFINITIONS = LocalCache("report-definitions", ttl=30, max_entries=1000)
+ACCESS = LocalCache("report-access", ttl=30)
+
+
+async def _stamp() -> int | None:
+    """One stamp for both generations (read at once, natively); None: a miss, keep nothing."""
+    reports, auth = await asyncio.gather(REPORTS.aget(), AUTH.aget())
+    return None if reports is None or auth is None else reports << 32 | auth
+
+
+async def _definition(slug: str, stamp: int | None) -> Report | None:
+    """The report with its panels and filters, shared read-only by the requests of this process."""
+    report = DEFINITIONS.get(slug, stamp)
+    if isinstance(report, Missing):
+        report = await Report.objects.for_page().filter(slug=slug).afirst()
+        if report is not None:  # unknown slugs are not kept: they would push real reports out
+            DEFINITIONS.set(slug, report, stamp)
+    return report
+
 
 async def visible_report(user: User, slug: str) -> Report:
     """The report with its panels and filters: 404 when there is no such report, 403 when the
-    user is not in a group it is shared with (page, API and exports alike)."""
-    try:
-        return await Report.objects.visible_to(user).for_page().aget(slug=slug)
-    except Report.DoesNotExist:
-        if await Report.objects.filter(slug=slug).aexists():
-            raise PermissionDenied("This report is not shared with you; ask its owner for access.") from None
-        raise Http404("No such report.") from None
+    user is not in a group it is shared with (page, API and exports alike). The answer of
+    `Report.objects.visible_to` is kept per user and report, like the definition."""
+    stamp = await _stamp()
+    report = await _definition(slug, stamp)
+    if report is None:
+        raise Http404("No such report.")
+    key = (report.pk, user.pk)
+    allowed = ACCESS.get(key, stamp)
+    if isinstance(allowed, Missing):
+        allowed = await Report.objects.visible_to(user).filter(pk=report.pk).aexists()
+        ACCESS.set(key, allowed, stamp)
+    if not allowed:
+        raise PermissionDenied("This report is not shared with you; ask its owner for access.")
+    return report
+
+
+def definitions_changed(**kwargs: Any) -> None:
+    """A report, panel, filter or data source changed, or a report's sharing: every process
+    reads definitions and access again (this one at once, the others after the commit)."""
+    users_changed()
+    REPORTS.bump()
+
+
+def users_changed(**kwargs: Any) -> None:
+    """A user or a group membership changed: project.auth moves AUTH for every process (after
+    the commit); this process forgets its copies at once."""
+    DEFINITIONS.clear()
+    ACCESS.clear()
 
 
 def find_panel(report: Report, panel_id: int) -> Panel:
@@ -94,10 +143,8 @@ async def open_report(
     with its filter values read; only `panel_id`'s panel when given. With `check`, invalid
     filter values raise InvalidFilters."""
     if user is None:
-        try:
-            report = await Report.objects.for_page().aget(slug=slug)
-        except Report.DoesNotExist:
-            raise Http404(f"No report with slug {slug!r}.") from None
+        if (report := await _definition(slug, await _stamp())) is None:
+            raise Http404(f"No report with slug {slug!r}.")
     else:
         report = await visible_report(user, slug)
     prepared = await prepare(report, data)

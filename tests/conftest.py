@@ -79,10 +79,11 @@ def process_state_of_its_own() -> Iterator[None]:
     and a copy loaded in one test's database must not answer in the next's."""
     from project import auth, localcache
     from project.cache import BREAKER
+    from reports import services
 
     def reset() -> None:
         BREAKER.reset()
-        for copies in (localcache.ENTRIES, auth.SIGNED_IN, auth.GROUP_NAMES):
+        for copies in (localcache.ENTRIES, auth.SIGNED_IN, auth.GROUP_NAMES, services.DEFINITIONS, services.ACCESS):
             copies.clear()
 
     reset()

@@ -8,9 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+import redis
 
+from project.localcache import redis_url
 from project.sources.postgres import conninfo_for
-from reports.models import Filter, QueryLog
+from reports.models import Filter, Panel, QueryLog
+from reports.services import REPORTS
 from tests.reports.conftest import make_filter, make_panel, make_report
 from tests.reports.gate import GATED_SQL, closed_gate
 
@@ -50,9 +53,35 @@ def test_it_keeps_the_page_to_a_few_database_queries(report, member_client, djan
     for i in range(6):
         make_panel(report, f"SELECT {i}", title=f"P{i}")
     make_filter(report, "q")
-    # Session, user, report, panels, filters, the query log, and the TPAs the navigation offers.
-    with django_assert_max_num_queries(7):
+    # Session, user, report, panels, filters, who may see it, the query log, and the TPAs the navigation offers.
+    with django_assert_max_num_queries(8):
         assert len(page_chunks(member_client.get("/reports/claims/"))) == 1 + 7  # the layout, then each panel
+    # Then the session, the user, the report and who may see it come from the process's copies:
+    # what is left is the navigation's TPA permission and the query log.
+    with django_assert_max_num_queries(2):
+        assert len(page_chunks(member_client.get("/reports/claims/"))) == 1 + 7
+
+
+def test_it_shows_an_edited_panel_on_the_next_load(report, member_client):
+    panel = report.panels.get()
+    assert "Quick" in "".join(page_chunks(member_client.get("/reports/claims/")))
+    panel.title = "Renamed"
+    panel.save()
+    make_panel(report, "SELECT 'added' AS what", title="Added")
+    page = "".join(page_chunks(member_client.get("/reports/claims/")))
+    assert "Renamed" in page and "Quick" not in page and "added" in page
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(redis_url() is None, reason="without Redis nothing is kept in the process")
+def test_it_reads_the_report_again_when_another_process_changed_it(report, member_client, django_assert_num_queries):
+    panel = report.panels.get()
+    member_client.get(f"/reports/claims/panels/{panel.pk}/")
+    # Saved by another worker: no signal here, only the generation it moved.
+    Panel.objects.filter(pk=panel.pk).update(title="Renamed elsewhere", sql="SELECT 'new' AS status")
+    redis.Redis.from_url(str(redis_url())).incr(REPORTS.key)
+    html = member_client.get(f"/reports/claims/panels/{panel.pk}/").content.decode()
+    assert '<td class="align-left">new</td>' in html
 
 
 def test_it_answers_invalid_filters_with_the_form_and_runs_nothing(report, member_client):

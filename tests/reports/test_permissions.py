@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from django.test import Client
 
+from project.localcache import AUTH, redis_url
 from tests.reports.conftest import make_panel, make_report
 
 pytestmark = pytest.mark.django_db
@@ -66,3 +68,28 @@ def test_it_answers_404_for_a_panel_of_another_report(report, owner, member_clie
 def test_it_asks_anonymous_visitors_to_sign_in(report):
     assert Client().get("/reports/claims/").status_code == 302
     assert Client().get("/api/reports/").status_code == 401
+
+
+def test_it_answers_403_at_once_when_the_report_is_shared_no_longer(report, analysts, member_client):
+    assert member_client.get(f"/reports/{report.slug}/").status_code == 200  # now kept in the process
+    report.groups.remove(analysts)
+    for url in urls(report):
+        assert member_client.get(url).status_code == 403, url
+
+
+@pytest.mark.django_db(transaction=True)  # the shared generation moves after the commit, as in production
+def test_it_answers_403_at_once_when_the_member_leaves_the_group(report, analysts, member, member_client):
+    assert member_client.get(f"/api/reports/{report.slug}").status_code == 200
+    member.groups.remove(analysts)
+    for url in urls(report):
+        assert member_client.get(url).status_code == 403, url
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(redis_url() is None, reason="without Redis nothing is kept in the process")
+def test_it_reads_access_again_when_another_process_changed_a_membership(report, analysts, member, member_client):
+    assert member_client.get(f"/api/reports/{report.slug}").status_code == 200
+    # Another worker removed bob from the group: no signal here, only the generation it moved.
+    member.groups.through.objects.filter(user=member).delete()
+    redis.Redis.from_url(str(redis_url())).incr(AUTH.key)
+    assert member_client.get(f"/api/reports/{report.slug}").status_code == 403
