@@ -258,11 +258,3 @@ def log_entries(
         )
         for run in runs
     ]
-
-
-async def record(
-    runs: Iterable[PanelRun], *, user_id: int | None, report_id: int, trigger: str, query_string: str = ""
-) -> None:
-    """Write the runs to the query log in one round trip."""
-    entries = log_entries(runs, user_id=user_id, report_id=report_id, trigger=trigger, query_string=query_string)
-    await QueryLog.objects.abulk_create(entries)

@@ -161,8 +161,8 @@ def _labelled(prepared: Prepared, user: User | None) -> Iterator[None]:
         yield
 
 
-async def _record(prepared: Prepared, user: User | None, runs: Sequence[PanelRun], trigger: str) -> None:
-    await runner.record(
+def _entries(prepared: Prepared, user: User | None, runs: Sequence[PanelRun], trigger: str) -> list[QueryLog]:
+    return runner.log_entries(
         runs,
         user_id=user.pk if user else None,
         report_id=prepared.report.pk,
@@ -171,14 +171,25 @@ async def _record(prepared: Prepared, user: User | None, runs: Sequence[PanelRun
     )
 
 
+async def _record(prepared: Prepared, user: User | None, runs: Sequence[PanelRun], trigger: str) -> None:
+    await QueryLog.objects.abulk_create(_entries(prepared, user, runs, trigger))
+
+
+def record(prepared: Prepared, user: User | None, runs: Sequence[PanelRun], trigger: str) -> None:
+    """The runs into the query log in one round trip, from sync code (a response's close())."""
+    QueryLog.objects.bulk_create(_entries(prepared, user, runs, trigger))
+
+
 async def run_panels(
-    prepared: Prepared, user: User | None, *, trigger: QueryLog.Trigger, fresh: bool = False
+    prepared: Prepared, user: User | None, *, trigger: QueryLog.Trigger, fresh: bool = False, logged: bool = True
 ) -> list[PanelRun]:
-    """Every panel of `prepared` at once, logged; results in the panels' order. A caller that is
-    cancelled (a browser gone) cancels the queries."""
+    """Every panel of `prepared` at once, logged (unless `logged=False`: the caller calls
+    `record` itself, once its response has gone); results in the panels' order. A caller
+    that is cancelled (a browser gone) cancels the queries."""
     with _labelled(prepared, user):
         runs = await runner.run_report(prepared.panels, prepared.state.params(), fresh=fresh)
-    await _record(prepared, user, runs, trigger)
+    if logged:
+        await _record(prepared, user, runs, trigger)
     return runs
 
 

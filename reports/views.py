@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
@@ -24,8 +26,18 @@ from project.ratelimit import ratelimit, wants_fresh
 from reports import exports
 from reports.models import Favourite, QueryLog, Report, Tag
 from reports.runner import PanelRun
-from reports.services import InvalidFilters, Prepared, open_report, run_panels, stream_panels, visible_report
+from reports.services import (
+    InvalidFilters,
+    Prepared,
+    open_report,
+    record,
+    run_panels,
+    stream_panels,
+    visible_report,
+)
 from reports.templatetags.reports import panel_context
+
+logger = logging.getLogger(__name__)
 
 
 @require_GET
@@ -158,9 +170,29 @@ async def panel_fragment(request: HttpRequest, slug: str, panel_id: int) -> Http
     except InvalidFilters as errors:
         return _filter_errors(request, errors)
     # A browser that goes away cancels this task (Django's ASGI handler), which cancels the query.
-    [run] = await run_panels(prepared, user, trigger=QueryLog.Trigger.PAGE, fresh=wants_fresh(request))
-    context = panel_context(prepared.report, prepared.panels[0], run, prepared.state, user=user)
-    return render(request, "reports/_panel.html", context, status=run.error["status"] if run.error else 200)
+    trigger = QueryLog.Trigger.PAGE
+    runs = await run_panels(prepared, user, trigger=trigger, fresh=wants_fresh(request), logged=False)
+    context = panel_context(prepared.report, prepared.panels[0], runs[0], prepared.state, user=user)
+    html = render_to_string("reports/_panel.html", context, request)
+    status = runs[0].error["status"] if runs[0].error else 200
+    return LoggedResponse(html, status=status, log=functools.partial(record, prepared, user, runs, trigger))
+
+
+class LoggedResponse(HttpResponse):
+    """A response that writes its query log once it has gone: Django closes every response
+    after its last byte is sent (under ASGI on the request's thread), so the browser never
+    waits for the insert."""
+
+    def __init__(self, content: str, *, status: int, log: Callable[[], None]) -> None:
+        super().__init__(content, status=status)
+        self._log = log
+
+    def close(self) -> None:
+        try:
+            self._log()
+        except Exception:  # the page was served; say so loudly, a query log line is missing
+            logger.exception("query log not written")
+        super().close()
 
 
 @without_navigation

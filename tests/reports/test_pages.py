@@ -109,6 +109,44 @@ def test_it_renders_a_panel_as_a_table_with_timing_and_freshness(report, member,
     ]
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_it_writes_the_query_log_once_the_panel_has_been_sent(report, member):
+    from django.conf import settings
+    from django.core.asgi import get_asgi_application
+    from django.test import AsyncClient
+
+    client = AsyncClient()
+    await client.aforce_login(member)
+    panel = await report.panels.aget()
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": f"/reports/claims/panels/{panel.pk}/",
+        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
+        "client": ("127.0.0.1", 1),
+    }
+    sent = asyncio.Event()
+    logged_when_sent = []
+
+    async def receive() -> dict:
+        if not sent.is_set() and not logged_when_sent:
+            logged_when_sent.append(None)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            logged_when_sent.append(await QueryLog.objects.filter(panel=panel).aexists())
+            sent.set()
+
+    # Through the ASGI handler, as uvicorn serves it: the browser has the whole panel before the insert.
+    await asyncio.wait_for(get_asgi_application()(scope, receive, send), 30)
+    assert logged_when_sent == [None, False]
+    assert await QueryLog.objects.filter(panel=panel, trigger="page", rows=1).aexists()
+
+
 def test_it_draws_a_chart_from_json_data_the_page_script_reads(report, member_client):
     panel = make_panel(
         report,
