@@ -7,8 +7,9 @@ The server's REDIS_URL points at a loopback listener that accepts connections an
 answers (tests/faults/blackhole.py), the worst kind of cache outage: every call waits for
 its socket timeout. The page is what a browser does: the six panel fragments requested at
 once (`GET /reports/<slug>/panels/<id>/`, no `fresh`, so no rate-limit counter is touched),
-each panel a Postgres sleep of 100 to 300 ms, never cached (TTL 0) so every request runs
-its query and goes through the cache's read, lock and write. The goal (issue 10): the time
+each panel a Postgres sleep of 100 to 300 ms, cached (a panel with TTL 0 never reaches the
+cache server) but with a new filter value each page, so every request misses, runs its
+query and goes through the cache's read, lock and write. The goal (issue 10): the time
 to the last panel within 1.2 × the slowest query. The first page trips the breaker (one
 socket timeout, REDIS_TIMEOUT); afterwards one request per CACHE_BREAKER_SECONDS probes the
 server again, so the table gives the first page, the median and the worst of ROUNDS.
@@ -44,15 +45,21 @@ async def page(client: httpx.AsyncClient, urls: list[str]) -> float:
 async def run(base: str, cookies: dict[str, str], urls: list[str]) -> tuple[float, list[float]]:
     limits = httpx.Limits(max_connections=len(urls))  # a browser's six connections
     async with httpx.AsyncClient(base_url=base, cookies=cookies, limits=limits, timeout=60) as client:
-        first = await page(client, urls)
-        return first, [await page(client, urls) for _ in range(ROUNDS)]
+        # A new value of the filter each page: a miss, so each panel goes through read, lock and write.
+        pages = [[f"{url}?round={time.time_ns()}{n}" for url in urls] for n in range(ROUNDS + 1)]
+        first = await page(client, pages[0])
+        return first, [await page(client, page_urls) for page_urls in pages[1:]]
 
 
 def main() -> list[dict[str, str]]:
     setup()
     user, cookies = staff_session()
-    panels = [("postgres", f"SELECT pg_sleep({seconds}) AS slept, {i} AS panel") for i, seconds in enumerate(SLEEPS)]
-    report: Any = make_report("dead-cache", user, panels)
+    panels = [
+        ("postgres", f"SELECT pg_sleep({seconds}) AS slept, {i} AS panel, %(round)s AS round")
+        for i, seconds in enumerate(SLEEPS)
+    ]
+    report: Any = make_report("dead-cache", user, panels, [{"name": "round", "label": "Round"}])
+    report.panels.update(cache_ttl=300)
     urls = [f"/reports/{report.slug}/panels/{panel.pk}/" for panel in report.panels.order_by("order")]
     slowest = max(SLEEPS)
     with serve() as base:  # the same page on the working Redis, for comparison

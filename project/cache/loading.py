@@ -67,6 +67,11 @@ class Load[T]:
         return f"{self.key}@{self.generation}"
 
     @property
+    def kept(self) -> bool:
+        """Whether the value is stored on the cache server at all (not with a TTL of 0)."""
+        return self.ttl + self.swr > 0
+
+    @property
     def lock_key(self) -> str:
         return f"lock:{self.flight}"
 
@@ -93,13 +98,20 @@ async def load[T](
     once (`stale=True`) while one background load refreshes it.
     """
     full_key = make_key(namespace, key)
+    ttl = settings.CACHE_TTLS[namespace] if ttl is None else ttl
+    if ttl + stale_while_revalidate <= 0:
+        # Kept for no time (a panel with TTL 0): nothing to read, lock or write on the cache
+        # server (a lock would only make other processes wait for a value never stored);
+        # concurrent callers in this process still share one load.
+        counters.count(namespace, "misses")
+        return await _single_flight(Load(namespace, full_key, 0, loader, 0, 0, fresh))
     generation, cached = await _read(namespace, full_key)
     job = Load(
         namespace=namespace,
         key=full_key,
         generation=generation,
         loader=loader,
-        ttl=settings.CACHE_TTLS[namespace] if ttl is None else ttl,
+        ttl=ttl,
         swr=stale_while_revalidate,
         fresh=fresh,
     )
@@ -156,6 +168,9 @@ async def _single_flight[T](job: Load[T]) -> Entry[T]:
 
 
 async def _load_across_processes[T](job: Load[T]) -> tuple[T, float, bool]:
+    if not job.kept:
+        value, stored_at = await _load_and_store(job)
+        return value, stored_at, False
     try:
         won = await backend.acall("add", job.lock_key, 1, LOCK_SECONDS)
     except CacheUnavailable:
@@ -194,6 +209,8 @@ async def _load_and_store[T](job: Load[T]) -> tuple[T, float]:
     counters.count(job.namespace, "loads")
     stats.last_load_at = stored_at
     stats.last_load_seconds = time.perf_counter() - started
+    if not job.kept:
+        return value, stored_at
     stats.keys.add(job.key)
     try:
         await backend.acall(

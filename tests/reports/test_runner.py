@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
 
+from project import localcache
 from reports import runner
 from reports.models import Panel
 from tests.reports.conftest import make_panel, make_report, source_calls
@@ -75,6 +77,18 @@ async def test_it_never_caches_a_panel_with_a_zero_ttl(owner):
     await runner.run_panel(panel, {})
     second = await runner.run_panel(panel, {})
     assert (source_calls() - before, second.cache_hit) == (2, False)
+
+
+@pytest.mark.skipif(localcache.redis_url() is None, reason="counts the commands Redis received")
+async def test_it_runs_a_zero_ttl_panel_once_for_concurrent_callers_without_the_cache_server(owner):
+    report = await make_report_async(owner)
+    panel = await make_panel_async(report, "SELECT pg_sleep(0.2), 1 AS one", cache_ttl=0)
+    server = redis.Redis.from_url(str(localcache.redis_url()))
+    served_before, before = server.info("stats")["total_commands_processed"], source_calls()
+    runs = await asyncio.gather(*(runner.run_panel(panel, {}) for _ in range(5)))
+    # Nothing is kept, so nothing is read, locked or written (INFO itself is one command).
+    assert server.info("stats")["total_commands_processed"] - served_before == 1
+    assert source_calls() - before == 1 and [run.rows[0][1] for run in runs] == [1] * 5
 
 
 async def test_it_serves_a_stale_result_while_one_refresh_runs(owner):
