@@ -106,6 +106,11 @@ class Prepared:
     option_errors: dict[str, SourceError]
 
     @property
+    def charts(self) -> bool:
+        """Whether a panel draws a chart (the page then loads the chart library)."""
+        return any(panel.is_chart for panel in self.panels)
+
+    @property
     def stream(self) -> bool:
         """Above six panels the browser's per-origin connection limit makes separate requests wait in rounds."""
         return len(self.panels) > 6

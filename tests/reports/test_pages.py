@@ -44,7 +44,7 @@ def test_it_sends_the_layout_then_each_panel_in_the_same_response(report, member
     whole = layout + html
     assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", whole), "inline script"
     assert " style=" not in whole
-    assert "/static/vendor/chart.umd.4.6.1.min.js" in layout
+    assert "/static/vendor/chart.umd.4.6.1.min.js" not in layout  # no panel draws a chart
     entry = QueryLog.objects.get()
     assert (entry.panel_id, entry.trigger, entry.rows) == (panel.pk, "page", 1)
 
@@ -164,6 +164,8 @@ def test_it_draws_a_chart_from_json_data_the_page_script_reads(report, member_cl
         "datasets": [{"label": "Doubled", "data": [2.0, 4.0, 6.0], "format": {"style": "decimal", "decimals": None}}],
     }
     assert 'data-chart="bar"' in html
+    layout = page_chunks(member_client.get("/reports/claims/"))[0]
+    assert '<script src="/static/vendor/chart.umd.4.6.1.min.js" async data-chart-library></script>' in layout
 
 
 def test_it_shows_a_single_number_big(report, member_client):
