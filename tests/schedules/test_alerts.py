@@ -22,7 +22,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def set_total(report, total: int) -> None:
-    Panel.objects.filter(report=report, title="Total paid").update(sql=f"SELECT {total} AS total_paid, 3 AS regions")
+    # Saved as an edit in the admin is: every process then reads the report's definition again.
+    panel = Panel.objects.get(report=report, title="Total paid")
+    panel.sql = f"SELECT {total} AS total_paid, 3 AS regions"
+    panel.save()
 
 
 def check(schedule) -> Run:
