@@ -13,7 +13,12 @@ two (the cache's "one load per miss" is claimed across processes too). For each:
   are sent at once over 200 already-open connections.
 - a new bearer token: 200 requests at once to `/api/me` with the same never-seen token,
   checked against a local RFC 7662 introspection server on 127.0.0.1 (answers after
-  INTROSPECTION_DELAY, counts its calls).
+  INTROSPECTION_DELAY, counts its calls). The server vouches for one subject of its issuer,
+  and that identity is linked to a local user first, as an administrator links one in the
+  admin (project.models.TokenIdentity): the token stands for that user.
+
+Every answer of a herd must be 200; otherwise the run stops with the statuses it got
+(a herd of 401s would be fast, and wrong).
 
 Loads, hits and misses are each worker's `project.cache.STATS` (read through the probe path
 `/__bench__/stats` before and after the herds, from every worker), not the shared
@@ -42,11 +47,13 @@ from bench.server import free_port, ms, percentile, serve, setup, staff_session
 HERD = 200
 INTROSPECTION_DELAY = 0.1
 TOKEN_USERNAME = "bench-token-user"
+TOKEN_ISSUER = "https://idp.bench.invalid"
+TOKEN_SUBJECT = "bench-token-subject"
 FIELDS = ("hits", "misses", "loads")
 
 
 class Introspection(BaseHTTPRequestHandler):
-    """POST /introspect: every token is active for an hour, as `bench-token-user`."""
+    """POST /introspect: every token is active for an hour, for TOKEN_SUBJECT of TOKEN_ISSUER."""
 
     calls = 0
     lock = threading.Lock()
@@ -56,7 +63,14 @@ class Introspection(BaseHTTPRequestHandler):
         with Introspection.lock:
             Introspection.calls += 1
         time.sleep(INTROSPECTION_DELAY)
-        body = json.dumps({"active": True, "username": TOKEN_USERNAME, "exp": int(time.time()) + 3600}).encode()
+        claims = {
+            "active": True,
+            "iss": TOKEN_ISSUER,
+            "sub": TOKEN_SUBJECT,
+            "username": TOKEN_USERNAME,
+            "exp": int(time.time()) + 3600,
+        }
+        body = json.dumps(claims).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -78,6 +92,23 @@ def introspection_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def link_token_user() -> None:
+    """The local user the bench's tokens stand for, linked by (issuer, subject) as in the admin."""
+    from django.contrib.auth import get_user_model
+
+    from project.models import TokenIdentity
+
+    user, _ = get_user_model().objects.get_or_create(username=TOKEN_USERNAME)
+    TokenIdentity.objects.update_or_create(issuer=TOKEN_ISSUER, subject=TOKEN_SUBJECT, defaults={"user": user})
+
+
+def all_ok(what: str, outcomes: Counter[str]) -> None:
+    """Stop the run, with the statuses, unless every answer was 200."""
+    if set(outcomes) != {"200"}:
+        answers = ", ".join(f"{n} × {outcome}" for outcome, n in outcomes.most_common())
+        raise SystemExit(f"{what}: expected {HERD} × 200, got {answers}")
 
 
 async def herd(client: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[Counter[str], list[float]]:
@@ -157,12 +188,14 @@ async def run_herds(base: str, cookies: dict[str, str], shared: bool, workers: i
     before = await process_stats(base, workers)
     async with herd_client(base, cookies) as client:
         data_outcomes, data_seconds = await herd(client, path, {})
+    all_ok(f"the herd for {path} ({workers} worker(s))", data_outcomes)
 
     calls_before = Introspection.calls
     token = f"bench-{uuid.uuid4().hex}"
     async with herd_client(base, {}) as client:
         token_outcomes, token_seconds = await herd(client, "/api/me", {"Authorization": f"Bearer {token}"})
         calls = Introspection.calls - calls_before
+    all_ok(f"the herd with one new bearer token on /api/me ({workers} worker(s))", token_outcomes)
     after = await process_stats(base, workers)
     return {
         "namespace": namespace,
@@ -186,6 +219,7 @@ def main() -> list[dict[str, str]]:
 
     tpas = Tpa.objects.count()
     _, cookies = staff_session()
+    link_token_user()
     shared = "redis" in settings.CACHES["default"]["BACKEND"].lower()
     rows = []
     with introspection_server() as introspection_url:
