@@ -48,7 +48,7 @@ async def call(app: Any, path: str, cookie: str) -> int:
     return status
 
 
-async def measure(path: str, cookie: str, count: int) -> tuple[float, str]:
+async def measure(path: str, cookie: str, count: int, show_all: bool = False) -> tuple[float, str]:
     from django.core.asgi import get_asgi_application
     from pyinstrument import Profiler
 
@@ -62,13 +62,14 @@ async def measure(path: str, cookie: str, count: int) -> tuple[float, str]:
         for _ in range(count):
             await call(app, path, cookie)
     elapsed = time.perf_counter() - started
-    return elapsed / count, profiler.output_text(unicode=True, show_all=False, short_mode=False)
+    return elapsed / count, profiler.output_text(unicode=True, show_all=show_all, short_mode=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+")
     parser.add_argument("-n", "--count", type=int, default=300)
+    parser.add_argument("--all", action="store_true", help="show library frames too (Django, asgiref, ninja)")
     args = parser.parse_args()
     setup()
     from tpa import demo
@@ -77,7 +78,7 @@ def main() -> None:
     _, cookies = staff_session()
     cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
     for path in args.paths:
-        mean, tree = asyncio.run(measure(path, cookie, args.count))
+        mean, tree = asyncio.run(measure(path, cookie, args.count, args.all))
         print(f"=== GET {path}: {mean * 1000:.2f} ms per request (mean of {args.count}, one at a time)\n{tree}")
 
 
