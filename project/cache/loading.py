@@ -190,14 +190,22 @@ async def _wait_for_winner[T](job: Load[T]) -> tuple[T, float, bool] | None:
     deadline = time.monotonic() + LOCK_SECONDS
     while time.monotonic() < deadline:
         await asyncio.sleep(WAIT_INTERVAL)
-        current, cached = await _read(job.namespace, job.key)
-        if cached is not None and cached.get("g") == current and (not job.fresh or cached["t"] > time.time() - 1):
-            return cached["v"], cached["t"], True
+        if (shared := await _winners_value(job)) is not None:
+            return shared
         try:
             if await backend.acall("get", job.lock_key) is None:
-                return None  # the winner failed or gave up: load ourselves
+                # The winner stores its value, then releases the lock: it may have done both
+                # since the read above. Only if the value is still not there did it fail.
+                return await _winners_value(job)
         except CacheUnavailable:
             return None
+    return None
+
+
+async def _winners_value[T](job: Load[T]) -> tuple[T, float, bool] | None:
+    current, cached = await _read(job.namespace, job.key)
+    if cached is not None and cached.get("g") == current and (not job.fresh or cached["t"] > time.time() - 1):
+        return cached["v"], cached["t"], True
     return None
 
 

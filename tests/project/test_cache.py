@@ -4,6 +4,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from django.core.cache import cache as django_cache
@@ -143,3 +144,27 @@ async def test_it_never_returns_a_value_loaded_before_an_invalidation_to_a_read_
         return "reloaded"
 
     assert (await cache.load("master-data", "ACME", reload)).value in {"new mappings", "reloaded"}
+
+
+async def test_it_takes_the_value_another_process_stored_just_before_it_released_the_lock(monkeypatch) -> None:
+    """Another process holds the load lock and finishes (stores its value, then releases the
+    lock) between this process's look for the value and its look at the lock: the worst
+    moment. Its value is used; nothing is loaded twice (a herd on two workers did)."""
+    from project.cache import backend
+
+    key = cache.make_key("tpa-list", "all")
+    generation = cache.generation("tpa-list")
+    lock = f"lock:{key}@{generation}"
+    assert django_cache.add(lock, 1, 30)  # the other process won the lock
+    real = backend.acall
+
+    async def acall(operation: str, *args, **kwargs):
+        if operation == "get" and args == (lock,):
+            await real("set", key, {"v": "theirs", "t": time.time(), "g": generation}, 60)
+            await real("delete", lock)
+        return await real(operation, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "acall", acall)
+    loader, calls = counting_loader(["ours"])
+    entry = await cache.load("tpa-list", "all", loader)
+    assert (entry.value, entry.hit, calls["n"]) == ("theirs", True, 0)
