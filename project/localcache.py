@@ -23,11 +23,13 @@ after `ttl` seconds, which bounds anything no bump covers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import itertools
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from django.conf import settings
@@ -49,14 +51,20 @@ class Missing:
 MISSING: Final = Missing()
 
 
+# Every LocalCache, so tests can start with no copies at all (clear_all).
+_caches: weakref.WeakSet[LocalCache] = weakref.WeakSet()
+
+
 class LocalCache:
-    """A bounded dict of (expiry, generation stamp, value) for one kind of value."""
+    """A bounded dict of (expiry, generation stamp, value) for one kind of value. A stamp is
+    a generation, or a tuple of them for a value that depends on several (see tpa.cache)."""
 
     def __init__(self, name: str, *, ttl: float, max_entries: int = 10_000) -> None:
         self.name, self.ttl, self.max_entries = name, ttl, max_entries
-        self._entries: dict[Any, tuple[float, int, Any]] = {}
+        self._entries: dict[Any, tuple[float, Hashable, Any]] = {}
+        _caches.add(self)
 
-    def get(self, key: Any, stamp: int | None) -> Any:
+    def get(self, key: Any, stamp: Hashable | None) -> Any:
         """The value stored under `key` with generation `stamp`, or MISSING."""
         if stamp is None or (entry := self._entries.get(key)) is None:
             return MISSING
@@ -66,7 +74,7 @@ class LocalCache:
             return MISSING
         return value
 
-    def set(self, key: Any, value: Any, stamp: int | None, *, expires_in: float | None = None) -> None:
+    def set(self, key: Any, value: Any, stamp: Hashable | None, *, expires_in: float | None = None) -> None:
         if stamp is None:
             return
         if len(self._entries) >= self.max_entries:
@@ -81,6 +89,13 @@ class LocalCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def clear_all() -> None:
+    """Drop every copy this process keeps (tests: a copy from one test's database must not
+    answer in the next's)."""
+    for copies in list(_caches):
+        copies.clear()
 
 
 def redis_url() -> str | None:
@@ -254,17 +269,54 @@ def namespace_generation(namespace: str) -> Generation:
     return generation
 
 
+# Local misses of one entry under one stamp, per event loop: the first asks project.cache,
+# the others wait for its answer (a herd of cold requests makes one read, not one each).
+_loading: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, asyncio.Future[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def load[T](namespace: str, key: Any, loader: Callable[[], Awaitable[T]]) -> Entry[T]:
     """project.cache.load, served from this process for up to 5 s while the namespace's
     generation stands (project.cache.invalidate anywhere reaches the next read) and the
     entry is within the namespace's TTL."""
+    return (await load_stamped(namespace, key, loader))[0]
+
+
+async def load_stamped[T](namespace: str, key: Any, loader: Callable[[], Awaitable[T]]) -> tuple[Entry[T], int | None]:
+    """`load`, and the namespace generation the entry was checked against (None: unknown),
+    for a caller that keeps something derived from it (tpa.cache) under the same stamp."""
     from project import cache
 
     stamp = await namespace_generation(namespace).aget()
     local_key = (namespace, cache.make_key(namespace, key))
     entry = ENTRIES.get(local_key, stamp)
     if not isinstance(entry, Missing) and time.time() - entry.stored_at <= settings.CACHE_TTLS[namespace]:
-        return cast("Entry[T]", entry)
-    loaded = await cache.load(namespace, key, loader)
-    ENTRIES.set(local_key, loaded, stamp)
-    return loaded
+        return cast("Entry[T]", entry), stamp
+    if stamp is None:
+        return await cache.load(namespace, key, loader), stamp
+    flights = _loading.setdefault(asyncio.get_running_loop(), {})
+    if (flight := flights.get((local_key, stamp))) is not None:
+        # Shielded: one waiter going away must not cancel the read the others wait for.
+        return await asyncio.shield(flight), stamp
+    flight = flights[(local_key, stamp)] = asyncio.ensure_future(cache.load(namespace, key, loader))
+    flight.add_done_callback(functools.partial(_landed, flights, (local_key, stamp)))
+    loaded = await asyncio.shield(flight)
+    ENTRIES.set(local_key, dataclasses.replace(loaded, hit=True), stamp)  # served from here: a hit
+    return loaded, stamp
+
+
+def _landed(flights: dict[Any, asyncio.Future[Any]], key: Any, flight: asyncio.Future[Any]) -> None:
+    flights.pop(key, None)
+    if not flight.cancelled():
+        flight.exception()  # retrieved: each waiter got it already, or had gone away
+
+
+async def load_registered(namespace: str) -> Entry[Any]:
+    """project.cache.load_registered (not fresh), served from this process as `load` is.
+    Raises NoWarmer."""
+    from project import cache
+
+    if (registered := cache.warmer(namespace)) is None:
+        raise cache.NoWarmer(namespace)
+    return await load(namespace, registered.key, registered.loader)

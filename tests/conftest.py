@@ -77,14 +77,12 @@ def process_state_of_its_own() -> Iterator[None]:
     """Each test starts with the cache's breaker closed and no in-process copies: a test that
     stops Redis (or points at a dead one) must not leave the next test skipping the cache,
     and a copy loaded in one test's database must not answer in the next's."""
-    from project import auth, localcache
+    from project import localcache
     from project.cache import BREAKER
-    from reports import services
 
     def reset() -> None:
         BREAKER.reset()
-        for copies in (localcache.ENTRIES, auth.SIGNED_IN, auth.GROUP_NAMES, services.DEFINITIONS, services.ACCESS):
-            copies.clear()
+        localcache.clear_all()
 
     reset()
     yield
