@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser, Group, User
+from django.contrib.auth.models import AnonymousUser, Group, Permission, User
 from django.contrib.sessions.backends import db
 from django.core.exceptions import PermissionDenied
 from django.db.models.signals import m2m_changed, post_delete, post_save
@@ -57,6 +57,8 @@ def staff_required(view: Callable[..., Any]) -> Callable[..., Any]:
 # (logout, a password change, deactivation), in any process, before the next request.
 
 SIGNED_IN = LocalCache("signed-in", ttl=10)
+# The auth generation a request's user was read under (set by `auser` on its own copy).
+STAMP = "_fanout_auth_stamp"
 
 
 async def auser(request: HttpRequest) -> User | AnonymousUser:
@@ -70,12 +72,23 @@ async def auser(request: HttpRequest) -> User | AnonymousUser:
         user = cast(User | AnonymousUser, await auth.aget_user(request))  # settings: no custom user model
         # Only what Django verified (session found, hash checked), under the key it was found by.
         if user.is_authenticated and key and request.session.session_key == key:
-            SIGNED_IN.set(key, user, stamp)
+            SIGNED_IN.set(key, copy.copy(user), stamp)
     else:
-        user = copy.copy(user)  # views may set attributes on request.user; never on the shared copy
         request.session.accessed = True  # what a read would have done: the answer varies on Cookie
+    # Views set attributes on request.user (Django's permission caches too): never on the shared copy.
+    user = copy.copy(user)
+    setattr(user, STAMP, stamp)
     request._acached_user = user  # type: ignore[attr-defined]
     return user
+
+
+async def auth_stamp(user: User | AnonymousUser) -> int | None:
+    """The auth generation to keep what is derived from `user` under: the one `auser` read
+    the user under at the start of this request (no second round trip; a change since then
+    reaches the next request), else the current one (a user from a bearer token)."""
+    if hasattr(user, STAMP):
+        return cast(int | None, getattr(user, STAMP))
+    return await AUTH.aget()
 
 
 class SessionStore(db.SessionStore):
@@ -103,7 +116,7 @@ GROUP_NAMES = LocalCache("group-names", ttl=10)
 
 async def group_names(user: User) -> list[str]:
     """The user's group names, sorted, from the process while the auth generation stands."""
-    stamp = await AUTH.aget()
+    stamp = await auth_stamp(user)
     names = GROUP_NAMES.get(user.pk, stamp)
     if isinstance(names, Missing):
         names = tuple([name async for name in user.groups.order_by("name").values_list("name", flat=True)])
@@ -121,13 +134,15 @@ def memberships_changed(*, action: str, pk_set: set[int] | None, **kwargs: Any) 
 
 
 def connect_signals() -> None:
-    """Any change to a user (password, active, staff, groups) reaches every process (AppConfig.ready)."""
+    """Any change to a user (password, active, staff, groups) or to what a user or group may
+    do (permissions) reaches every process (AppConfig.ready): what is kept under the auth
+    generation (the signed-in user, group names, tpa.cache's access) is read again."""
     model = get_user_model()
-    for sender in (model, Group):
+    for sender in (model, Group, Permission):
         post_save.connect(user_changed, sender=sender, dispatch_uid=f"project.auth.saved.{sender.__name__}")
         post_delete.connect(user_changed, sender=sender, dispatch_uid=f"project.auth.deleted.{sender.__name__}")
-    through = model.groups.through
-    m2m_changed.connect(memberships_changed, sender=through, dispatch_uid="project.auth.memberships")
+    for through in (model.groups.through, model.user_permissions.through, Group.permissions.through):
+        m2m_changed.connect(memberships_changed, sender=through, dispatch_uid=f"project.auth.m2m.{through.__name__}")
 
 
 class SessionAuth(ninja_session.SessionAuth):
