@@ -13,11 +13,11 @@ from ninja import File, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 
-from project import cache
+from project import cache, localcache
 from project.ratelimit import acheck, wants_fresh
 from tpa import uploads
-from tpa.cache import tpa_list
-from tpa.models import Access, IngestionFile, PipelineRun, Tpa, access_for, get_tpa_or_404
+from tpa.cache import tpa_access, tpa_list_for
+from tpa.models import Access, IngestionFile, PipelineRun, get_tpa_or_404
 from tpa.pipeline import load_run, wait_for
 from tpa.runs import cancel_run, discard_file, get_file_or_404, get_run_or_404, retry_file, start_run
 from tpa.staging import Refused
@@ -141,16 +141,21 @@ def _window(response: HttpResponse, total: int, limit: int, offset: int) -> slic
 @router.get("/tpas", response=list[TpaOut])
 async def list_tpas(request: HttpRequest, response: HttpResponse, limit: int = 100, offset: int = 0) -> list[Any]:
     """The TPAs you may see, by code; `limit` and `offset` page them, X-Total-Count counts them."""
-    visible = await _visible_codes(await request.auser())
-    tpas = [tpa for tpa in await tpa_list() if tpa.code in visible]
+    access, tpas = await tpa_list_for(await request.auser())
+    _may_view(access)
     return tpas[_window(response, len(tpas), limit, offset)]
 
 
-async def _visible_codes(user: Any) -> set[str]:
-    """The codes of the TPAs `user` may see; 403 for a user who may see none."""
-    if await access_for(user) < Access.VIEW:
+def _may_view(access: Access) -> None:
+    if access < Access.VIEW:
         raise HttpError(403, "You have no access to TPAs.")
-    return {code async for code in Tpa.objects.visible_to(user).values_list("code", flat=True)}
+
+
+async def _visible_codes(user: Any) -> frozenset[str]:
+    """The codes of the TPAs `user` may see; 403 for a user who may see none."""
+    access, codes = await tpa_access(user)
+    _may_view(access)
+    return codes
 
 
 @router.get("/tpas/{code}/files", response=list[FileOut])
@@ -256,13 +261,16 @@ async def master_data(request: HttpRequest, tpa: str = "") -> dict[str, Any]:
     user = await request.auser()
     if tpa:
         await get_tpa_or_404(user, tpa)  # 404 for a TPA the user may not see
-        visible = {tpa}
+        visible = frozenset([tpa])
     else:
         visible = await _visible_codes(user)
     fresh = wants_fresh(request)
     if fresh:
         await acheck(request, "fresh")
-    entry = await cache.load_registered("master-data", fresh=fresh)
+    # Fresh: reloaded for everyone; otherwise the copy this process keeps (project.localcache).
+    entry = await (
+        cache.load_registered("master-data", fresh=True) if fresh else localcache.load_registered("master-data")
+    )
     data = {code: value for code, value in entry.value.items() if code in visible}
     return {"data": _plain(data), "cached": entry.hit, "age": round(entry.age, 3), "loaded_at": entry.stored_at}
 

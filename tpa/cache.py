@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from django.db.models import F
 
-from project import cache, localcache
-from tpa.models import Tpa
+from project import auth, cache, localcache
+from project.localcache import MISSING, Missing
+from tpa.models import Access, Tpa, access_for
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,37 @@ async def tpa_list() -> list[TpaSummary]:
     # The same namespace, key and loader as the registered warmer: a warm fills what this reads.
     # Kept a few seconds in the process (no thread hop); an invalidation reaches the next read.
     return (await localcache.load(TPA_LIST, "all", load_tpa_list)).value
+
+
+async def tpa_list_for(user: Any) -> tuple[Access, list[TpaSummary]]:
+    """What `user` may do with TPAs, and the TPA list as they may see it: no database round
+    trip while the list and the user's rights are unchanged."""
+    entry, stamp = await localcache.load_stamped(TPA_LIST, "all", load_tpa_list)
+    access, codes = await tpa_access(user, stamp)
+    return access, [tpa for tpa in entry.value if tpa.code in codes]
+
+
+# Per user: (access_for, the codes Tpa.objects.visible_to lets them see), read once and kept
+# while both the auth generation (users, groups, permissions: project.auth) and the TPA
+# list's (a TPA added, removed or renamed: `invalidate`) stand.
+TPA_ACCESS = localcache.LocalCache("tpa-access", ttl=10)
+
+
+async def tpa_access(user: Any, tpa_stamp: int | None | Missing = MISSING) -> tuple[Access, frozenset[str]]:
+    """What `user` may do with TPAs and the codes of those they may see. `tpa_stamp`: the
+    TPA list's generation when the caller has just read it (else it is read here)."""
+    if isinstance(tpa_stamp, Missing):
+        tpa_stamp = await localcache.namespace_generation(TPA_LIST).aget()
+    auth_stamp = await auth.auth_stamp(user)
+    stamp = None if auth_stamp is None or tpa_stamp is None or not user.is_authenticated else (auth_stamp, tpa_stamp)
+    found = TPA_ACCESS.get(user.pk, stamp)
+    if isinstance(found, Missing):
+        # Both read after the stamps: a change meanwhile is newer than the stamp it is kept under.
+        access = await access_for(user)
+        codes = frozenset([code async for code in Tpa.objects.visible_to(user).values_list("code", flat=True)])
+        found = (access, codes)
+        TPA_ACCESS.set(user.pk, found, stamp)
+    return cast(tuple[Access, frozenset[str]], found)
 
 
 def master_data_loader(tpa_code: str) -> Callable[[], Awaitable[MasterData]]:
