@@ -4,6 +4,8 @@ taken away, or a TPA added, shows on the very next request."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
@@ -17,6 +19,13 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(redis_url() is None, reason="without Redis nothing is kept in the process"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def forget_the_tpas() -> Iterator[None]:
+    """The TPAs go with the test's database; the list cached in Redis must go with them."""
+    yield
+    assert cache.invalidate() == []
 
 
 def make_tpa(code: str) -> Tpa:
