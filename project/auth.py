@@ -75,10 +75,17 @@ async def auser(request: HttpRequest) -> User | AnonymousUser:
             SIGNED_IN.set(key, copy.copy(user), stamp)
     else:
         request.session.accessed = True  # what a read would have done: the answer varies on Cookie
-    # Views set attributes on request.user (Django's permission caches too): never on the shared copy.
+    user = stamped_copy(user, stamp)
+    request._acached_user = user  # type: ignore[attr-defined]
+    return user
+
+
+def stamped_copy[U: User | AnonymousUser](user: U, stamp: int | None) -> U:
+    """This request's own copy of a user kept in the process, with the generation it was read
+    under: views set attributes on request.user (Django's permission caches too), never on
+    the shared copy."""
     user = copy.copy(user)
     setattr(user, STAMP, stamp)
-    request._acached_user = user  # type: ignore[attr-defined]
     return user
 
 

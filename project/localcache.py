@@ -276,34 +276,42 @@ _loading: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, asyncio
 )
 
 
-async def load[T](namespace: str, key: Any, loader: Callable[[], Awaitable[T]]) -> Entry[T]:
+async def load[T](namespace: str, key: Any, loader: Callable[[], Awaitable[T]], *, fresh: bool = False) -> Entry[T]:
     """project.cache.load, served from this process for up to 5 s while the namespace's
     generation stands (project.cache.invalidate anywhere reaches the next read) and the
-    entry is within the namespace's TTL."""
-    return (await load_stamped(namespace, key, loader))[0]
+    entry is within the namespace's TTL. `fresh=True` reloads, and keeps what it loaded."""
+    return (await load_stamped(namespace, key, loader, fresh=fresh))[0]
 
 
-async def load_stamped[T](namespace: str, key: Any, loader: Callable[[], Awaitable[T]]) -> tuple[Entry[T], int | None]:
+async def load_stamped[T](
+    namespace: str, key: Any, loader: Callable[[], Awaitable[T]], *, fresh: bool = False
+) -> tuple[Entry[T], int | None]:
     """`load`, and the namespace generation the entry was checked against (None: unknown),
     for a caller that keeps something derived from it (tpa.cache) under the same stamp."""
     from project import cache
 
     stamp = await namespace_generation(namespace).aget()
     local_key = (namespace, cache.make_key(namespace, key))
-    entry = ENTRIES.get(local_key, stamp)
+    entry = MISSING if fresh else ENTRIES.get(local_key, stamp)
     if not isinstance(entry, Missing) and time.time() - entry.stored_at <= settings.CACHE_TTLS[namespace]:
         return cast("Entry[T]", entry), stamp
     if stamp is None:
-        return await cache.load(namespace, key, loader), stamp
+        return await cache.load(namespace, key, loader, fresh=fresh), stamp
     flights = _loading.setdefault(asyncio.get_running_loop(), {})
-    if (flight := flights.get((local_key, stamp))) is not None:
-        # Shielded: one waiter going away must not cancel the read the others wait for.
-        return await asyncio.shield(flight), stamp
-    flight = flights[(local_key, stamp)] = asyncio.ensure_future(cache.load(namespace, key, loader))
-    flight.add_done_callback(functools.partial(_landed, flights, (local_key, stamp)))
-    loaded = await asyncio.shield(flight)
+    flight_key = (local_key, stamp, fresh)
+    if (flight := flights.get(flight_key)) is None:
+        flight = flights[flight_key] = asyncio.ensure_future(
+            _read_through(local_key, stamp, cache.load(namespace, key, loader, fresh=fresh))
+        )
+        flight.add_done_callback(functools.partial(_landed, flights, flight_key))
+    # Shielded: one waiter going away must not cancel the read the others wait for.
+    return await asyncio.shield(flight), stamp
+
+
+async def _read_through[T](local_key: Any, stamp: int, read: Awaitable[Entry[T]]) -> Entry[T]:
+    loaded = await read
     ENTRIES.set(local_key, dataclasses.replace(loaded, hit=True), stamp)  # served from here: a hit
-    return loaded, stamp
+    return loaded
 
 
 def _landed(flights: dict[Any, asyncio.Future[Any]], key: Any, flight: asyncio.Future[Any]) -> None:

@@ -40,7 +40,8 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja.security import HttpBearer
 
-from project import cache, ratelimit
+from project import localcache, ratelimit
+from project.auth import stamped_copy
 from project.models import TokenIdentity
 
 logger = logging.getLogger(__name__)
@@ -261,18 +262,32 @@ async def verify(token: str, client: str | None = None) -> User | None:
             await sync_to_async(ratelimit.hit, thread_sensitive=False)("token-introspection", client)
         return await _load_verdict(token)
 
-    entry = await cache.load("tokens", digest, loader)
+    # The verdict from the process when it holds one (no thread hop; localcache), else the cache.
+    entry = await localcache.load("tokens", digest, loader)
     if _expired(entry.value, entry.stored_at):
-        entry = await cache.load("tokens", digest, loader, fresh=True)
+        entry = await localcache.load("tokens", digest, loader, fresh=True)
     verdict: Verdict = entry.value
     if not verdict.get("active"):
         return None
     if (exp := verdict.get("exp")) is not None and _now() >= exp:
         return None  # active, says the server, but past its expiry: refuse rather than trust
-    user = await User.objects.filter(pk=verdict["user_id"]).afirst()
+    return await _active_user(verdict["user_id"])
+
+
+# The users tokens stand for, by id, kept while the auth generation stands (any save of a
+# user, such as a deactivation, moves it), as project.auth keeps the signed-in user.
+TOKEN_USERS = localcache.LocalCache("token-users", ttl=10)
+
+
+async def _active_user(user_id: int) -> User | None:
+    stamp = await localcache.AUTH.aget()
+    user = TOKEN_USERS.get(user_id, stamp)
+    if isinstance(user, localcache.Missing):
+        user = await User.objects.filter(pk=user_id).afirst()
+        TOKEN_USERS.set(user_id, user, stamp)
     if user is None or not user.is_active:
         return None
-    return user
+    return stamped_copy(user, stamp)
 
 
 def bearer_token(request: HttpRequest) -> str | None:

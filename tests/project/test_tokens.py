@@ -225,6 +225,22 @@ def test_it_refuses_the_token_of_an_inactive_user(auth_server, member) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_answers_a_known_token_from_the_process_and_refuses_it_at_once_when_its_user_is_deactivated(
+    auth_server, member, django_assert_num_queries
+) -> None:
+    link(member)
+    auth_server.claims["tok-bob"] = active("bob")
+    client = Client()
+    assert client.get("/api/me", headers=bearer("tok-bob")).status_code == 200
+    with django_assert_num_queries(0):  # the verdict, the user and their groups: kept in the process
+        assert client.get("/api/me", headers=bearer("tok-bob")).json()["username"] == "bob"
+    member.is_active = False
+    member.save()  # in any process: the auth generation moves
+    assert client.get("/api/me", headers=bearer("tok-bob")).status_code == 401
+    assert auth_server.calls["tok-bob"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_accepts_bearer_tokens_on_pages_and_skips_csrf_for_them(auth_server, owner) -> None:
     owner.user_permissions.add(Permission.objects.get(codename="control_cache"))
     link(owner)
