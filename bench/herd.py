@@ -325,7 +325,9 @@ def herd_rows(result: dict[str, Any], workers: int, tpas: int) -> list[dict[str,
 
     namespace = str(result["namespace"])
     data_counts, token_counts = result["counts"][namespace], result["counts"]["tokens"]
-    source = "project.cache.STATS of every worker"
+    # Requests a worker answered from its own copy, or that joined its one read in flight
+    # (project.localcache), never reach project.cache: they are neither hits nor misses there.
+    source = "project.cache.STATS of every worker; the rest shared each worker's one read"
     stand_in = f"; {result['stand_in']}" if result["stand_in"] else ""
     cold = data_counts["misses"]
     if namespace == "master-data":
@@ -348,7 +350,7 @@ def herd_rows(result: dict[str, Any], workers: int, tpas: int) -> list[dict[str,
             "limit": "1 call",
             "note": f"counted by the local auth server (answers in {ms(INTROSPECTION_DELAY)}); tokens namespace: "
             f"{token_counts['loads']} load, {token_counts['misses']} requests found it cold, "
-            f"{token_counts['hits']} hits; " + answered(result["token"]),
+            f"{token_counts['hits']} hits ({source}); " + answered(result["token"]),
         },
     ]
 
