@@ -411,21 +411,15 @@ async def _read_while_waiting(query: RunningQuery, request: Request, seconds: fl
 
     A Snowflake statement sees the data committed before it began (READ COMMITTED,
     https://docs.snowflake.com/en/sql-reference/transactions#isolation-level), not what was
-    committed while it waited, so the read belongs at the start. It also keeps the emulator's
-    transpiling off the end of the wait, where every query of a burst would queue for it.
+    committed while it waited, so the read comes first and the wait covers what is left of
+    the time. It also keeps the emulator's transpiling off the end of the wait, where every
+    query of a burst would queue for it. The query shows as waiting only once it has read.
     """
-    work = asyncio.ensure_future(query.interruptible(fs_server.query_request(request)))
-    try:
-        await query.wait(seconds)  # raises QueryCancelled when the query is cancelled meanwhile
-    except BaseException:
-        if not query.cancelled:
-            work.cancel()
-        # A cancelled query's read is interrupted by interruptible(); let it release the session.
-        await asyncio.wait({work})
-        if not work.cancelled():
-            work.exception()  # retrieved: the cancel is the answer
-        raise
-    return await work
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await query.interruptible(fs_server.query_request(request))
+    await query.wait(seconds - (loop.time() - started))  # raises QueryCancelled if cancelled meanwhile
+    return response
 
 
 def _values(body: dict[str, Any]) -> list[Any]:

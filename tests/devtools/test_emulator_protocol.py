@@ -131,6 +131,7 @@ def test_it_reads_what_was_committed_before_a_waiting_query_began(conn: Snowflak
     cursor = conn.cursor()
     cursor.execute_async("SELECT SYSTEM$WAIT(1) AS w, (SELECT COUNT(*) FROM seen) AS n")
     qid = query_id(cursor)
+    wait_until(lambda: any(q.query_id == qid and q.waiting for q in running_queries()), "the query has read")
     # The same session: its statements take turns on the session's database connection.
     conn.cursor().execute("INSERT INTO seen VALUES (2)")
     assert conn.get_query_status(qid) == QueryStatus.RUNNING, "the insert was meant to land during the wait"
