@@ -22,6 +22,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from project import auth
 from project.localcache import AUTH, Generation, LocalCache, Missing
 from project.sources import SourceError, inflight
 from reports import filters as filtering
@@ -41,13 +42,17 @@ DEFINITIONS = LocalCache("report-definitions", ttl=30, max_entries=1000)
 ACCESS = LocalCache("report-access", ttl=30)
 
 
-async def _stamp() -> int | None:
-    """One stamp for both generations (read at once, natively); None: a miss, keep nothing."""
-    reports, auth = await asyncio.gather(REPORTS.aget(), AUTH.aget())
-    return None if reports is None or auth is None else reports << 32 | auth
+async def _stamp(user: User | None = None) -> tuple[int, int] | None:
+    """One stamp for both generations (read at once, natively); None: a miss, keep nothing.
+    For a user, the auth generation is the one their request read them under
+    (project.auth.auth_stamp), not a second read of it."""
+    reports, auth_generation = await asyncio.gather(
+        REPORTS.aget(), AUTH.aget() if user is None else auth.auth_stamp(user)
+    )
+    return None if reports is None or auth_generation is None else (reports, auth_generation)
 
 
-async def _definition(slug: str, stamp: int | None) -> Report | None:
+async def _definition(slug: str, stamp: tuple[int, int] | None) -> Report | None:
     """The report with its panels and filters, shared read-only by the requests of this process."""
     report = DEFINITIONS.get(slug, stamp)
     if isinstance(report, Missing):
@@ -61,7 +66,7 @@ async def visible_report(user: User, slug: str) -> Report:
     """The report with its panels and filters: 404 when there is no such report, 403 when the
     user is not in a group it is shared with (page, API and exports alike). The answer of
     `Report.objects.visible_to` is kept per user and report, like the definition."""
-    stamp = await _stamp()
+    stamp = await _stamp(user)
     report = await _definition(slug, stamp)
     if report is None:
         raise Http404("No such report.")
