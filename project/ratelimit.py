@@ -8,10 +8,12 @@
 
     await ratelimit.acheck(request, "upload")     # inside a ninja operation (raises RateLimited)
 
-Limits come from settings.RATE_LIMITS ("30/m", "20/h", "100/10m"). Counting uses a fixed
-window in the cache: one counter per user and window, `add` then `incr`, so every process
-sharing the Redis counts together. Past the limit the answer is 429 with Retry-After. A
-cache that is down lets requests through: a limit must not become an outage.
+Limits come from settings.RATE_LIMITS ("30/m", "20/h", "100/10m"). Counting uses a sliding
+window in the cache: one counter per user and window, and the last window's count weighs
+what is left of it, so a burst at a window's end is not followed by a second one at the
+start of the next. Every process sharing the Redis counts together. Past the limit the
+answer is 429 with Retry-After, and the refused request is not counted. A cache that is
+down lets requests through: a limit must not become an outage.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import inspect
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,34 +101,58 @@ def identity(user: AbstractBaseUser | AnonymousUser, request: HttpRequest) -> st
     return f"addr:{request.META.get('REMOTE_ADDR', '-')}"
 
 
-def _key(name: str, who: str, window: int) -> str:
-    return f"ratelimit:{name}:{who}:{window}"
+def _key(name: str, who: str) -> str:
+    return f"ratelimit:{name}:{who}"
 
 
-def hit(name: str, who: str) -> None:
+# The generic cell rate algorithm in one atomic step on the server. A limit of N per period
+# lets a request through every period/N seconds, with a burst of N: the key holds the time
+# the client's next request would be "due" if it kept to that pace. A request passes when
+# it comes no more than a period ahead of its due time; then the due time moves on by one
+# interval. A refused request moves nothing. Times are strings: Redis turns Lua numbers
+# into integers on the way out.
+_TAKE = """
+local now, interval, period = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local due = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local wait = due + interval - period - now
+if wait > 0 then return tostring(wait) end
+redis.call('SET', KEYS[1], tostring(due + interval), 'PX', math.ceil((due + interval - now) * 1000))
+return '0'
+"""
+_local_lock = threading.Lock()
+
+
+def _take(key: str, limit: Limit, now: float) -> float:
+    """Count one request against `limit` under `key`: 0 if it passes, else the seconds to wait."""
+    interval = limit.period / limit.count
+    client = getattr(cache, "client", None)
+    if client is not None and hasattr(client, "get_client"):  # django-redis: one script, atomic
+        server = client.get_client(write=True)
+        return float(server.eval(_TAKE, 1, cache.make_key(key), repr(now), repr(interval), limit.period))
+    with _local_lock:  # an in-process cache is shared by this process's threads only
+        due = max(float(cache.get(key) or 0), now)
+        wait = due + interval - limit.period - now
+        if wait <= 0:
+            cache.set(key, due + interval, math.ceil(due + interval - now))
+        return max(wait, 0.0)
+
+
+def hit(name: str, who: str, *, now: float | None = None) -> None:
     """Count one request by `who` against limit `name`; raise RateLimited past it (sync)."""
     limit = limit_for(name)
-    now = time.time()
-    window = int(now // limit.period)
-    key = _key(name, who, window)
+    now = time.time() if now is None else now
     try:
         # Through the cache's breaker: a cache that is down costs one short timeout, then nothing.
-        backend.call("add", key, 0, limit.period + 1)
-        try:
-            count = backend.call("incr", key)
-        except ValueError:  # expired between add and incr: a new window
-            backend.call("set", key, 1, limit.period + 1)
-            count = 1
+        wait = backend.run("ratelimit", _take, _key(name, who), limit, now)
     except CacheUnavailable:
         return  # a limit must not become an outage: let the request through
-    if count > limit.count:
-        raise RateLimited(name, limit, max(1, math.ceil((window + 1) * limit.period - now)))
+    if wait > 0:
+        raise RateLimited(name, limit, max(1, math.ceil(wait - 1e-6)))
 
 
 def reset(name: str, who: str) -> None:
-    """Forget `who`'s count in the current window of `name` (for operators and tests)."""
-    limit = limit_for(name)
-    cache.delete(_key(name, who, int(time.time() // limit.period)))
+    """Forget `who`'s count for `name` (for operators and tests)."""
+    cache.delete(_key(name, who))
 
 
 async def _auser(request: HttpRequest) -> AbstractBaseUser | AnonymousUser:

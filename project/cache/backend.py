@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -92,11 +93,16 @@ def is_server_error(exc: BaseException) -> bool:
 
 def call(operation: str, *args: Any, **kwargs: Any) -> Any:
     """`operation` (a cache method name) on the server, or CacheUnavailable (sync)."""
+    target = getattr(cache, "client", cache)  # django-redis: its client raises what the cache would ignore
+    return run(operation, getattr(target, operation), *args, **kwargs)
+
+
+def run[T](operation: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`function` (which talks to the cache server) under the breaker, or CacheUnavailable (sync)."""
     if not BREAKER.allow():
         raise _down(operation)
-    target = getattr(cache, "client", cache)  # django-redis: its client raises what the cache would ignore
     try:
-        result = getattr(target, operation)(*args, **kwargs)
+        result = function(*args, **kwargs)
     except Exception as exc:
         if not is_server_error(exc):
             raise

@@ -138,3 +138,55 @@ def test_it_parses_limits() -> None:
     assert ratelimit.Limit.parse("30/m") == ratelimit.Limit(30, 60)
     assert ratelimit.Limit.parse("100/10m") == ratelimit.Limit(100, 600)
     assert str(ratelimit.Limit.parse("20/h")) == "20 per hour"
+
+
+# A minute that ends half a second after the client's fifth request.
+MINUTE_ENDS = 1_800_000_000 // 60 * 60 + 60.0
+
+
+def test_a_client_at_the_limit_stays_refused_when_a_window_ends(settings) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "pipeline-start": "5/m"}
+    for n in range(5):
+        ratelimit.hit("pipeline-start", "user:7", now=MINUTE_ENDS - 0.5 + n * 0.05)
+    # The next minute has begun, but the client made five requests in the last second.
+    with pytest.raises(ratelimit.RateLimited) as refused:
+        ratelimit.hit("pipeline-start", "user:7", now=MINUTE_ENDS + 0.1)
+    # The past minute's five fade out over this one: one more fits after 12 s (1 + 5 × 48/60 = 5).
+    assert refused.value.retry_after == 12
+
+
+def test_refused_requests_do_not_count(settings) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "pipeline-start": "5/m"}
+    for n in range(5):
+        ratelimit.hit("pipeline-start", "user:8", now=MINUTE_ENDS - 0.5 + n * 0.05)
+    for n in range(20):  # a client retrying as fast as it can
+        with pytest.raises(ratelimit.RateLimited):
+            ratelimit.hit("pipeline-start", "user:8", now=MINUTE_ENDS + 0.1 + n * 0.5)
+    ratelimit.hit("pipeline-start", "user:8", now=MINUTE_ENDS + 12.0)  # as Retry-After said
+    with pytest.raises(ratelimit.RateLimited):
+        ratelimit.hit("pipeline-start", "user:8", now=MINUTE_ENDS + 12.1)
+
+
+def test_a_limit_of_one_per_hour_lets_the_next_request_through_an_hour_after_the_first(settings) -> None:
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "pipeline-start": "1/h"}
+    ratelimit.hit("pipeline-start", "user:9", now=MINUTE_ENDS - 600)
+    with pytest.raises(ratelimit.RateLimited) as refused:
+        ratelimit.hit("pipeline-start", "user:9", now=MINUTE_ENDS)
+    assert refused.value.retry_after == 3000
+    ratelimit.hit("pipeline-start", "user:9", now=MINUTE_ENDS + 3000)
+
+
+def test_concurrent_requests_pass_no_more_than_the_limit(settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "pipeline-start": "5/h"}
+
+    def attempt(_: int) -> bool:
+        try:
+            ratelimit.hit("pipeline-start", "user:10")
+        except ratelimit.RateLimited:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert sum(pool.map(attempt, range(40))) == 5
