@@ -79,16 +79,48 @@ async def test_it_never_caches_a_panel_with_a_zero_ttl(owner):
     assert (source_calls() - before, second.cache_hit) == (2, False)
 
 
-@pytest.mark.skipif(localcache.redis_url() is None, reason="counts the commands Redis received")
+class RedisCommands:
+    """The commands the Redis server received inside the block, as MONITOR printed them."""
+
+    def __init__(self) -> None:
+        self.url = str(localcache.redis_url())
+        self.commands: list[str] = []
+
+    def __enter__(self) -> RedisCommands:
+        self.monitor = redis.Redis.from_url(self.url).monitor()
+        self.monitor.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = f"end-of-block-{id(self)}"
+        redis.Redis.from_url(self.url).echo(end)  # MONITOR prints it after whatever came before
+        while end not in (command := self.monitor.next_command()["command"]):
+            self.commands.append(command)
+        self.monitor.__exit__(None, None, None)
+
+
+@pytest.mark.skipif(localcache.redis_url() is None, reason="watches the commands Redis receives")
 async def test_it_runs_a_zero_ttl_panel_once_for_concurrent_callers_without_the_cache_server(owner):
     report = await make_report_async(owner)
     panel = await make_panel_async(report, "SELECT pg_sleep(0.2), 1 AS one", cache_ttl=0)
-    server = redis.Redis.from_url(str(localcache.redis_url()))
-    served_before, before = server.info("stats")["total_commands_processed"], source_calls()
-    runs = await asyncio.gather(*(runner.run_panel(panel, {}) for _ in range(5)))
-    # Nothing is kept, so nothing is read, locked or written (INFO itself is one command).
-    assert server.info("stats")["total_commands_processed"] - served_before == 1
+    before = source_calls()
+    with RedisCommands() as seen:
+        runs = await asyncio.gather(*(runner.run_panel(panel, {}) for _ in range(5)))
+    # Nothing is kept, so the panel's value, lock and generation are never read or written
+    # (the process's hit-and-miss counters are shared on their own schedule).
+    assert [command for command in seen.commands if "panel-results" in command and "stats:" not in command] == []
     assert source_calls() - before == 1 and [run.rows[0][1] for run in runs] == [1] * 5
+
+
+@pytest.mark.skipif(localcache.redis_url() is None, reason="watches the commands Redis receives")
+async def test_it_reads_and_writes_a_kept_panel_on_the_cache_server(owner):
+    report = await make_report_async(owner)
+    panel = await make_panel_async(report, "SELECT 1 AS one", cache_ttl=60)
+    with RedisCommands() as seen:
+        await runner.run_panel(panel, {})
+    # One read of the value with its generation, a lock for the one load, then the value.
+    assert any(command.startswith("MGET ") and ":panel-results:" in command for command in seen.commands)
+    assert any(command.startswith("SET ") and ":panel-results:" in command for command in seen.commands)
 
 
 async def test_it_serves_a_stale_result_while_one_refresh_runs(owner):
