@@ -109,14 +109,14 @@ def _key(name: str, who: str) -> str:
 # lets a request through every period/N seconds, with a burst of N: the key holds the time
 # the client's next request would be "due" if it kept to that pace. A request passes when
 # it comes no more than a period ahead of its due time; then the due time moves on by one
-# interval. A refused request moves nothing. Times are strings: Redis turns Lua numbers
-# into integers on the way out.
+# interval. A refused request moves nothing. The due time is stored as whole milliseconds,
+# a value django-redis reads back as an int like any counter (the cache admin lists it).
 _TAKE = """
 local now, interval, period = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local due = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
 local wait = due + interval - period - now
 if wait > 0 then return tostring(wait) end
-redis.call('SET', KEYS[1], tostring(due + interval), 'PX', math.ceil((due + interval - now) * 1000))
+redis.call('SET', KEYS[1], string.format('%d', math.ceil(due + interval)), 'PX', math.ceil(due + interval - now))
 return '0'
 """
 _local_lock = threading.Lock()
@@ -128,7 +128,8 @@ def _take(key: str, limit: Limit, now: float) -> float:
     client = getattr(cache, "client", None)
     if client is not None and hasattr(client, "get_client"):  # django-redis: one script, atomic
         server = client.get_client(write=True)
-        return float(server.eval(_TAKE, 1, cache.make_key(key), repr(now), repr(interval), limit.period))
+        args = (repr(now * 1000), repr(interval * 1000), limit.period * 1000)
+        return float(server.eval(_TAKE, 1, cache.make_key(key), *args)) / 1000
     with _local_lock:  # an in-process cache is shared by this process's threads only
         due = max(float(cache.get(key) or 0), now)
         wait = due + interval - limit.period - now
