@@ -143,12 +143,16 @@ class PostgresSource:
         bound = check_params(self.name, sql, params)
         async with track_call(self.name, "query"):
             start = time.perf_counter()
-            async with self._connection(sql, timeout, read_only, share) as conn, conn.cursor() as cur:
-                # prepare=True keeps even a statement without parameters on the extended
-                # protocol, which runs one statement: the simple protocol would run
-                # "SELECT 1; COMMIT; UPDATE ..." whole (DESIGN.md, "Facts added 2026-12").
-                # stream() is extended already (a server-side cursor's DECLARE).
-                await cur.execute(sql, bound, prepare=True)
+            async with self._connection(sql, timeout, read_only, share, pipeline=True) as conn, conn.cursor() as cur:
+                # In a pipeline every statement goes out on the extended protocol, which runs
+                # one statement: the simple protocol would run "SELECT 1; COMMIT; UPDATE ..."
+                # whole (DESIGN.md, "Facts added 2026-12"); stream() is extended already (a
+                # server-side cursor's DECLARE). prepare=True says so again outside one.
+                # The transaction's BEGIN and SETs, and the statement, go out together and
+                # leaving the inner block syncs: one round trip with the connection held,
+                # not four, each of which waits its turn on a busy event loop.
+                async with conn.pipeline():
+                    await cur.execute(sql, bound, prepare=True)
                 columns = [column.name for column in cur.description or []]
                 rows = await cur.fetchmany(max_rows + 1) if cur.description else []
                 row_count = min(len(rows), max_rows) if cur.description else cur.rowcount
@@ -197,9 +201,13 @@ class PostgresSource:
         timeout: float,  # noqa: ASYNC109 - the deadline of the whole call, enforced inside
         read_only: bool,
         workload: str,
+        *,
+        pipeline: bool = False,
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection in a transaction that is always rolled back, under one deadline.
 
+        With `pipeline`, the connection is in pipeline mode (not for server-side cursors):
+        the transaction's statements are queued until the caller's first sync.
         Whatever goes wrong leaves as one of the typed errors of `project.sources.errors`.
         """
         try:
@@ -209,7 +217,10 @@ class PostgresSource:
                 conn = await connection.__aenter__()
                 try:
                     # Report work is never committed: force_rollback ends every transaction.
-                    async with conn.transaction(force_rollback=True):
+                    async with (
+                        conn.pipeline() if pipeline else contextlib.nullcontext(),
+                        conn.transaction(force_rollback=True),
+                    ):
                         if read_only:
                             await conn.execute("SET TRANSACTION READ ONLY")
                         await conn.execute(
