@@ -16,8 +16,10 @@ read checks the generation again (one native async Redis GET: no thread, no data
 a bump anywhere (a session saved or deleted, a user saved) turns every process's copies
 into misses before the next request. A generation that cannot be read (Redis down) is a
 miss, never a hit. Without Redis nothing is kept: a process cannot tell whether another
-(a second uvicorn worker, `manage.py changepassword`) changed a user. Entries also expire
-after `ttl` seconds, which bounds anything no bump covers.
+(a second uvicorn worker, `manage.py changepassword`) changed a user. The one exception is
+a kind of value that grants nothing (`unverified_ttl`: a report's definition), kept a few
+seconds even then. Entries also expire after `ttl` seconds, which bounds anything no bump
+covers.
 """
 
 from __future__ import annotations
@@ -51,38 +53,55 @@ class Missing:
 MISSING: Final = Missing()
 
 
+_UNVERIFIED: Final = Missing()  # the stamp of a copy stored while no generation could be read
+
 # Every LocalCache, so tests can start with no copies at all (clear_all).
 _caches: weakref.WeakSet[LocalCache] = weakref.WeakSet()
 
 
 class LocalCache:
-    """A bounded dict of (expiry, generation stamp, value) for one kind of value. A stamp is
-    a generation, or a tuple of them for a value that depends on several (see tpa.cache)."""
+    """A bounded dict of (expiry, generation stamp, value, stored at) for one kind of value. A
+    stamp is a generation, or a tuple of them for a value that depends on several (see tpa.cache).
 
-    def __init__(self, name: str, *, ttl: float, max_entries: int = 10_000) -> None:
-        self.name, self.ttl, self.max_entries = name, ttl, max_entries
-        self._entries: dict[Any, tuple[float, Hashable, Any]] = {}
+    With `unverified_ttl`, a value that no permission depends on (a report's definition) is
+    also kept while its generation cannot be read (Redis down, or no Redis): a copy stored
+    less than that many seconds ago serves, so an outage does not cost every request the
+    loads; an edit in another process shows after at most that long (in this process, the
+    signal that bumps the generation clears the copies at once). Without it, an unknown
+    generation is always a miss.
+    """
+
+    def __init__(self, name: str, *, ttl: float, max_entries: int = 10_000, unverified_ttl: float = 0) -> None:
+        self.name, self.ttl, self.max_entries, self.unverified_ttl = name, ttl, max_entries, unverified_ttl
+        self._entries: dict[Any, tuple[float, Hashable, Any, float]] = {}
         _caches.add(self)
 
     def get(self, key: Any, stamp: Hashable | None) -> Any:
         """The value stored under `key` with generation `stamp`, or MISSING."""
-        if stamp is None or (entry := self._entries.get(key)) is None:
+        if (entry := self._entries.get(key)) is None:
             return MISSING
-        expires, stored_stamp, value = entry
-        if stored_stamp != stamp or expires <= time.monotonic():
+        expires, stored_stamp, value, stored_at = entry
+        now = time.monotonic()
+        if stamp is None:  # not verifiable: only a recent copy, when this kind allows it
+            return value if now - stored_at < self.unverified_ttl and expires > now else MISSING
+        if stored_stamp != stamp or expires <= now:
             del self._entries[key]
             return MISSING
         return value
 
     def set(self, key: Any, value: Any, stamp: Hashable | None, *, expires_in: float | None = None) -> None:
+        ttl = self.ttl if expires_in is None else min(self.ttl, expires_in)
         if stamp is None:
-            return
+            if not self.unverified_ttl:
+                return
+            # Never equal to a generation: once it can be read again, this copy is a miss.
+            stamp, ttl = _UNVERIFIED, min(ttl, self.unverified_ttl)
         if len(self._entries) >= self.max_entries:
             # Oldest first (insertion order): a hot key is stored again on its next miss.
             for old in list(itertools.islice(self._entries, self.max_entries // 10 + 1)):
                 del self._entries[old]
-        ttl = self.ttl if expires_in is None else min(self.ttl, expires_in)
-        self._entries[key] = (time.monotonic() + ttl, stamp, value)
+        now = time.monotonic()
+        self._entries[key] = (now + ttl, stamp, value, now)
 
     def delete(self, key: Any) -> None:
         self._entries.pop(key, None)

@@ -38,7 +38,9 @@ from reports.runner import PanelRun, load_all_options
 # below), AUTH on any change to a user or a group membership, so an edit or a lost access
 # shows on the next request in every process.
 REPORTS = Generation("reports")
-DEFINITIONS = LocalCache("report-definitions", ttl=30, max_entries=1000)
+# A definition grants nothing (ACCESS does), so while Redis is down a copy a few seconds old
+# still serves: a black-holed cache must not cost every fragment its three queries.
+DEFINITIONS = LocalCache("report-definitions", ttl=30, max_entries=1000, unverified_ttl=5)
 ACCESS = LocalCache("report-access", ttl=30)
 
 

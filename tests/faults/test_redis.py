@@ -156,6 +156,27 @@ def test_it_serves_a_report_on_a_black_holed_redis_and_stops_asking_it(
     assert on_black_hole.requests <= 2, on_black_hole.requests
 
 
+def test_it_keeps_a_reports_definition_but_checks_access_on_every_fragment_while_redis_is_down(
+    on_black_hole: BlackHole, owner: User, analysts: Group, owner_client: Client
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    report = make_report(owner, groups=[analysts], slug="kept-while-down")
+    panel = make_panel(report, "SELECT 1 AS answer", title="Answer")
+    url = f"/reports/{report.slug}/panels/{panel.pk}/"
+    assert owner_client.get(url).status_code == 200  # trips the breaker; the definition is read
+    with CaptureQueriesContext(connection) as queries:
+        assert owner_client.get(url).status_code == 200
+    read = " ".join(query["sql"] for query in queries)
+    assert "reports_panel" not in read  # the definition (report, panels, filters) was kept
+    assert "reports_report_groups" in read  # who may see it was asked again
+    # An edit in this process shows on the next request, Redis or not.
+    panel.sql = "SELECT 2 AS answer"
+    panel.save()
+    assert '<td class="align-right">2</td>' in owner_client.get(url).content.decode()
+
+
 def test_it_lets_rate_limited_requests_through_a_black_holed_redis_without_asking_it_each_time(
     on_black_hole: BlackHole, owner: User, analysts: Group, owner_client: Client
 ) -> None:

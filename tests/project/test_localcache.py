@@ -70,3 +70,21 @@ def test_it_closes_each_event_loops_connection_when_the_loop_ends():
     for _ in range(30):
         assert asyncio.run(generation.aget()) is not None
     assert len(server.client_list()) <= before + 1
+
+
+def test_a_value_that_grants_nothing_is_kept_a_few_seconds_while_no_generation_can_be_read():
+    import time
+
+    definitions = localcache.LocalCache("test-definitions", ttl=30, unverified_ttl=0.2)
+    access = localcache.LocalCache("test-access", ttl=30)
+    definitions.set("claims", "definition", None)  # Redis is down
+    access.set("claims", True, None)
+    assert definitions.get("claims", None) == "definition"
+    assert access.get("claims", None) is localcache.MISSING  # who may see it is never assumed
+    # Once the generation can be read again, the copy from the outage is a miss.
+    assert definitions.get("claims", 3) is localcache.MISSING
+    definitions.set("claims", "verified", 3)
+    assert definitions.get("claims", None) == "verified"  # stored just now
+    time.sleep(0.25)
+    assert definitions.get("claims", None) is localcache.MISSING  # too old to serve unverified
+    assert definitions.get("claims", 3) == "verified"  # still good once verified
