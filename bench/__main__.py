@@ -12,7 +12,7 @@ def main() -> None:
     rows: list[dict[str, str]] = []
     for benchmark in BENCHMARKS:
         rows += benchmark.main()
-    print_table(rows)
+    print_table(rows, save=True)
 
 
 if __name__ == "__main__":

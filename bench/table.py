@@ -18,7 +18,10 @@ def markdown(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_table(rows: list[dict[str, str]]) -> None:
+def print_table(rows: list[dict[str, str]], *, save: bool = False) -> None:
+    """Print the rows as Markdown; `save` also writes them to bench/results/latest.md (the
+    whole `make bench` only: one benchmark run alone must not replace the full table)."""
     text = markdown(rows)
     print(text)
-    RESULTS.write_text(text)
+    if save:
+        RESULTS.write_text(text)
