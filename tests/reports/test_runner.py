@@ -87,7 +87,8 @@ class RedisCommands:
         self.commands: list[str] = []
 
     def __enter__(self) -> RedisCommands:
-        self.monitor = redis.Redis.from_url(self.url).monitor()
+        # A read that never comes fails the test in 10 s instead of hanging it.
+        self.monitor = redis.Redis.from_url(self.url, socket_timeout=10).monitor()
         self.monitor.__enter__()
         return self
 
