@@ -110,7 +110,8 @@ def _key(name: str, who: str) -> str:
 # the client's next request would be "due" if it kept to that pace. A request passes when
 # it comes no more than a period ahead of its due time; then the due time moves on by one
 # interval. A refused request moves nothing. The due time is stored as whole milliseconds,
-# a value django-redis reads back as an int like any counter (the cache admin lists it).
+# a value django-redis reads back as an int like any counter: reading every key of the
+# cache must not fail on it.
 _TAKE = """
 local now, interval, period = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local due = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
