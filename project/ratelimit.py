@@ -8,12 +8,12 @@
 
     await ratelimit.acheck(request, "upload")     # inside a ninja operation (raises RateLimited)
 
-Limits come from settings.RATE_LIMITS ("30/m", "20/h", "100/10m"). Counting uses a sliding
-window in the cache: one counter per user and window, and the last window's count weighs
-what is left of it, so a burst at a window's end is not followed by a second one at the
-start of the next. Every process sharing the Redis counts together. Past the limit the
-answer is 429 with Retry-After, and the refused request is not counted. A cache that is
-down lets requests through: a limit must not become an outage.
+Limits come from settings.RATE_LIMITS ("30/m", "20/h", "100/10m"). "5/m" allows a burst
+of five, then one request every 12 s: no fixed window whose end lets a client send twice
+the limit in a second (the generic cell rate algorithm, below: one key per user and limit,
+moved atomically on the Redis every process shares). Past the limit the answer is 429
+with the exact Retry-After, and the refused request is not counted. A cache that is down
+lets requests through: a limit must not become an outage.
 """
 
 from __future__ import annotations
