@@ -51,6 +51,7 @@ def test_it_mails_a_pdf_holding_the_reports_numbers_and_each_panels_csv(owner, a
     assert "6,551" in text  # the big number, as the page shows it
     for row in ["North 1,250", "South 980", "East 4,321"]:  # the table's rows, as the page shows them
         assert row in text
+    assert "Region Paid" in text  # and its column headings
     rows = list(csv.reader(io.StringIO(files["claims-paid-by-region.csv"])))
     assert rows == [["region", "paid"], ["North", "1250"], ["South", "980"], ["East", "4321"]]
     delivery = Delivery.objects.get(run=run)
