@@ -90,3 +90,63 @@ def test_it_plots_the_chosen_columns_and_marks_a_partial_last_point():
 def test_it_refuses_column_settings_it_cannot_follow(value):
     with pytest.raises(ValidationError):
         check_column_settings(value)
+
+
+NUMBERS = [
+    0,
+    7,
+    -7,
+    1234567,
+    -1234567,
+    10**30,
+    Decimal("0"),
+    Decimal("1234.5"),
+    Decimal("-1234.5"),
+    Decimal("1234567.891"),
+    Decimal("0.004"),
+    Decimal("-0.004"),
+    Decimal("-0.5"),
+    Decimal("0.05"),
+    Decimal("1E+3"),
+    Decimal("12345678901234567890.123456789"),
+    Decimal("Infinity"),
+    Decimal("1E-250"),
+    0.0,
+    -0.0,
+    1.5,
+    -1234.5678,
+    1234567.891,
+    1e16,
+    1e-7,
+    float("inf"),
+]
+
+
+@pytest.mark.parametrize("language", ["en", "de", "fr", "hi", "de-ch"])
+def test_it_formats_every_number_as_django_does(language):
+    """A table cell's number reads exactly as Django's localisation writes it (the page's
+    fast path for groups of three digits must not change a digit or a separator)."""
+    from django.utils import formats
+
+    from reports.presentation import number
+
+    with translation.override(language):
+        for value in NUMBERS:
+            for decimals in (0, 1, 2, 4):
+                expected = formats.number_format(value, decimal_pos=decimals, use_l10n=True, force_grouping=True)
+                assert number(value, decimals) == expected, (value, decimals)
+
+
+def test_it_shows_a_numeric_nan_as_nan():
+    """Postgres's numeric 'NaN' arrives as Decimal("NaN"), on which Django's formatting raises."""
+    from reports.presentation import number
+
+    assert [number(Decimal("NaN"), 2), number(Decimal("-Infinity"), None)] == ["NaN", "-Infinity"]
+
+
+def test_it_shows_a_decimal_with_its_own_places():
+    from reports.presentation import number
+
+    values = [Decimal("1.50"), Decimal("1E+3"), Decimal("-0.00001"), Decimal("12.0000"), Decimal("1E+120")]
+    with translation.override("en"):
+        assert [number(value, None) for value in values] == ["1.50", "1,000", "-0.00001", "12.0000", f"1{',000' * 40}"]
