@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench import bodies, browser, cache, dead_cache, herd, load, pdf, pipeline, reports, sources
+from bench import bodies, browser, cache, dead_cache, herd, load, pdf, pipeline, render, reports, sources
 from bench.table import print_table
 
-BENCHMARKS = [sources, reports, browser, load, cache, dead_cache, herd, pipeline, bodies, pdf]
+BENCHMARKS = [sources, reports, render, browser, load, cache, dead_cache, herd, pipeline, bodies, pdf]
 
 
 def main() -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime
 import functools
+import html
 from typing import Any
 from urllib.parse import parse_qsl
 
 from django import template
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
 from project.formatting import human_seconds
@@ -72,6 +75,31 @@ def panel_context(
 def panel_url(report: Report, panel: Panel, state: FilterState, kind: str = "url") -> str:
     # Only the one asked for: the layout asks three times per panel (bench/profile.py).
     return panel_link(report, panel, state.query_string(), kind)
+
+
+@register.simple_tag
+def table_rows(rows: list[list[tuple[str, presentation.Column]]], panel: Panel, more_rows: int) -> SafeString:
+    """A shown table's rows; the last is marked as a period still in progress when the
+    panel says its last period is partial and that row is the result's last.
+
+    Built here rather than with `{% for %}` over rows and cells: the template loops cost
+    about 15 µs a cell, 46 ms on the event loop for a panel of 500 rows of 6 columns, where
+    this takes a tenth of that. Each cell is escaped as `{{ text }}` would escape it."""
+    partial_last = panel.partial_last and not more_rows
+    cells: dict[str, str] = {}
+    parts = []
+    last = len(rows) - 1
+    for index, row in enumerate(rows):
+        partial = partial_last and index == last
+        parts.append('<tr class="partial" title="A period still in progress">' if partial else "<tr>")
+        for text, column in row:
+            if (opening := cells.get(column.align)) is None:
+                opening = cells[column.align] = format_html('<td class="align-{}">', column.align)
+            # conditional_escape's rule (Django's escape is html.escape), without a SafeString per cell
+            shown = text.__html__() if hasattr(text, "__html__") else html.escape(str(text))
+            parts.append(f"{opening}{shown}</td>")
+        parts.append("</tr>")
+    return mark_safe("".join(parts))  # noqa: S308 - every piece above is escaped or fixed markup
 
 
 @register.filter

@@ -92,6 +92,20 @@ def test_it_answers_invalid_filters_with_the_form_and_runs_nothing(report, membe
     assert not QueryLog.objects.exists()
 
 
+def test_it_escapes_every_cell_and_marks_a_period_still_in_progress(owner, analysts, member_client):
+    report = make_report(owner, groups=[analysts], slug="months")
+    sql = (
+        "SELECT month, '<b>' || month || '</b> & \"' AS note FROM "
+        "(VALUES ('2026-10'), ('2026-11'), ('2026-12')) AS t(month) ORDER BY month"
+    )
+    panel = make_panel(report, sql, title="Months", partial_last=True)
+    html = member_client.get(f"/reports/months/panels/{panel.pk}/").content.decode()
+    body = html[html.index("<tbody>") : html.index("</tbody>")]
+    assert "<b>" not in body and '<td class="align-left">&lt;b&gt;2026-10&lt;/b&gt; &amp; &quot;</td>' in body
+    rows = re.findall(r"<tr[^>]*>", body)
+    assert rows == ["<tr>", "<tr>", '<tr class="partial" title="A period still in progress">']
+
+
 def test_it_renders_a_panel_as_a_table_with_timing_and_freshness(report, member, member_client):
     panel = report.panels.get()
     response = member_client.get(f"/reports/claims/panels/{panel.pk}/")
