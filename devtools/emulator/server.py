@@ -45,6 +45,7 @@ from devtools.emulator import (
     accounts,
     aggregates,
     asyncexec,
+    compiled,
     describe,
     procedures,
     running,
@@ -133,6 +134,7 @@ async def _installed(data_dir: Path | None) -> AsyncIterator[None]:
         raise RuntimeError("an emulator is already running in this process (fakesnow's state is global)")
     _active = True
     aggregates.install()
+    compiled.install()
     describe.install()
     saved = fs_server.shared_fs, fs_stage.LOCAL_BUCKET_PATH
     if data_dir is None:

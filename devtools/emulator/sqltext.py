@@ -7,6 +7,7 @@ text instead: it finds calls, placeholders and statement boundaries, and splices
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +73,13 @@ def syntax_error(message: str) -> snowflake.connector.errors.ProgrammingError:
 
 
 def tokenize(sql: str) -> list[Token]:
-    return list(iter_tokens(sql))
+    return list(_tokens(sql))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tokens(sql: str) -> tuple[Token, ...]:
+    # Every statement that names a system function is tokenized on each run; texts repeat.
+    return tuple(iter_tokens(sql))
 
 
 def iter_tokens(sql: str) -> Iterator[Token]:

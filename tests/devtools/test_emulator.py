@@ -378,3 +378,29 @@ def test_it_sums_fixed_point_numbers_without_turning_them_into_floats(snowflake_
     cursor.execute("SELECT SUM(PAID), SUM(PAID) AS TOTAL, SUM('1.5') AS TEXT_SUM FROM AMOUNTS")
     assert [column.name for column in cursor.description] == ["SUM(PAID)", "TOTAL", "TEXT_SUM"]
     assert cursor.fetchone() == (Decimal("1289679.60"), Decimal("1289679.60"), 4.5)
+
+
+# -- statements compiled once -----------------------------------------------------------------
+
+
+def test_it_runs_the_same_select_text_against_each_sessions_schema(emulator: dict[str, Any]) -> None:
+    """The emulator keeps a SELECT's compiled form per text: a second schema, a changed
+    table and a bound value must each still give that run's own answer."""
+    first, second = (connect(emulator, f"T_{uuid.uuid4().hex[:8]}") for _ in range(2))
+    with closing(first), closing(second):
+        for conn, name in ((first, "first"), (second, "second")):
+            conn.cursor().execute("CREATE TABLE notes (name VARCHAR, n INTEGER)")
+            conn.cursor().execute("INSERT INTO notes VALUES (?, 1)", [name])
+        text = "SELECT name, n + ? AS m FROM notes ORDER BY name"
+        assert run(first.cursor(), text, [1]).fetchall() == [("first", 2)]
+        assert run(second.cursor(), text, [10]).fetchall() == [("second", 11)]
+        second.cursor().execute("INSERT INTO notes VALUES ('third', 5)")
+        assert run(second.cursor(), text, [0]).fetchall() == [("second", 1), ("third", 5)]
+        assert run(first.cursor(), text, [1]).fetchall() == [("first", 2)]
+
+
+def test_it_refuses_a_statement_that_does_not_parse_every_time(snowflake_conn: SnowflakeConnection) -> None:
+    for _ in range(2):
+        with pytest.raises(ProgrammingError) as refused:
+            snowflake_conn.cursor().execute("SELECT FROM WHERE (")
+        assert refused.value.errno == 1003
