@@ -153,10 +153,13 @@ class PostgresSource:
                 # one statement: the simple protocol would run "SELECT 1; COMMIT; UPDATE ..."
                 # whole (DESIGN.md, "Facts added 2026-12"); stream() is extended already (a
                 # server-side cursor's DECLARE). prepare=True says so again outside one.
-                # The transaction's BEGIN and SETs, and the statement, go out together with
-                # one sync: one round trip with the connection held, not four, each of which
-                # waits its turn on a busy event loop.
+                # The transaction's BEGIN and SETs, the statement and its ROLLBACK go out
+                # together with one sync: one round trip with the connection held, not five,
+                # each of which waits its turn on a busy event loop (under load that wait,
+                # not the query, is what holds a connection). The rows are the statement's
+                # own result, read back in the same round trip.
                 await cur.execute(sql, bound, prepare=True)
+                await conn.execute("ROLLBACK")
                 assert pipeline is not None
                 await pipeline.sync()
                 columns = [column.name for column in cur.description or []]
@@ -213,10 +216,11 @@ class PostgresSource:
         """A pooled connection in a transaction that is always rolled back, under one deadline.
 
         The pool's connections are not in autocommit: the first statement opens the
-        transaction (psycopg sends BEGIN before it), and the ROLLBACK comes when the caller is
-        done, whatever happened. With `pipeline`, the connection is in pipeline mode (not for
-        server-side cursors), and the pipeline comes with it: BEGIN, the SETs and the caller's
-        statement go out queued until the caller syncs, and the ROLLBACK with the last sync.
+        transaction (psycopg sends BEGIN before it), and it is rolled back, whatever happened:
+        by a ROLLBACK the caller queues behind its statement (execute), else when it is done.
+        With `pipeline`, the connection is in pipeline mode (not for server-side cursors), and
+        the pipeline comes with it: BEGIN and the SETs wait, queued, for the caller's statement
+        and the caller's sync.
 
         Plain statements, not psycopg's `transaction()` block: in pipeline mode that block
         nests two pipelines and syncs on entering and leaving each. Measured on `execute` of
@@ -241,8 +245,9 @@ class PostgresSource:
                             yield conn, queue
                         finally:
                             await inflight.finish(running)
-                        # Report work is never committed.
-                        await conn.rollback()
+                        # Report work is never committed (execute() has queued its ROLLBACK).
+                        if conn.info.transaction_status != TransactionStatus.IDLE:
+                            await conn.rollback()
                 finally:
                     await _give_back(pool, conn)
         except TimeoutError as exc:
