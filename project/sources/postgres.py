@@ -305,11 +305,15 @@ async def _close_cancelled(pool: AsyncConnectionPool) -> None:
 
 async def _give_back(pool: AsyncConnectionPool, conn: psycopg.AsyncConnection[Any]) -> None:
     """Return a connection to the pool with its transaction rolled back (the pool closes a
-    connection still busy with a query, such as one cancelled in flight)."""
-    if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-        with contextlib.suppress(psycopg.Error):
-            await conn.rollback()
-    await pool.putconn(conn)
+    connection still busy with a query, such as one cancelled in flight). Always returned:
+    a cancellation that lands during the ROLLBACK (a deadline, a browser gone) must not take
+    the connection out of the pool for good."""
+    try:
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+    finally:
+        await pool.putconn(conn)
 
 
 def _diag(exc: psycopg.Error) -> str:

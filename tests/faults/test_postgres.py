@@ -80,3 +80,36 @@ def build_report(owner: User, analysts: Group) -> tuple:
     never = make_panel(report, NEVER, title="Never ends", timeout=1, cache_ttl=0)
     whoami = make_panel(report, "SELECT pg_backend_pid() AS pid", title="Backend", cache_ttl=0)
     return report, never.pk, whoami.pk
+
+
+# psycopg's rollback() outside a pipeline: a simple Query message, "ROLLBACK" and its NUL.
+SIMPLE_ROLLBACK = b"Q\x00\x00\x00\x0dROLLBACK\x00"
+
+
+async def test_it_gives_the_connection_back_when_the_deadline_lands_during_the_rollback() -> None:
+    """A statement fails, and the deadline passes while its ROLLBACK is on the wire (a slow
+    network holds it): the call ends as a timeout, and the pool has every connection back,
+    so the next call runs instead of waiting for a connection that never returns."""
+    from project.sources.errors import SourceTimeout
+    from project.sources.postgres import PostgresSource
+    from tests.faults.slowlink import SlowLink
+
+    config = settings.FANOUT_SOURCES["postgres"]
+    target = psycopg.conninfo.conninfo_to_dict(conninfo_for(config))
+    with SlowLink(str(target["host"]), hold=SIMPLE_ROLLBACK, seconds=2.0) as link:
+        url = link.url(str(target["user"]), str(target["dbname"]))
+        source = PostgresSource("slow-link", {**config, "url": url, "pool_min": 1, "pool_max": 1, "pool_timeout": 5})
+        try:
+            with pytest.raises(SourceTimeout):
+                await source.execute("SELECT 1 / (SELECT 0 FROM pg_sleep(0.5)) AS x", timeout=1.0)
+            assert link.held == 1  # the ROLLBACK after the error, held past the deadline
+            link.seconds = 0
+            for _ in range(100):  # the pool replaces a connection it had to close, in the background
+                stats = source.pool_stats()
+                if stats.get("pool_available", 0) == stats.get("pool_size", 0):
+                    break
+                await asyncio.sleep(0.05)
+            assert stats.get("pool_available", 0) == stats.get("pool_size", 0), stats
+            assert (await source.execute("SELECT 2 AS x", timeout=10)).rows == [(2,)]
+        finally:
+            await source.close()
