@@ -20,7 +20,6 @@ import psycopg
 import psycopg.errors
 from django.conf import settings
 from django.db import connections
-from psycopg import AsyncPipeline
 from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -145,23 +144,20 @@ class PostgresSource:
         bound = check_params(self.name, sql, params)
         async with track_call(self.name, "query"):
             start = time.perf_counter()
-            async with (
-                self._connection(sql, timeout, read_only, share, pipeline=True) as (conn, pipeline),
-                conn.cursor() as cur,
-            ):
+            async with self._connection(sql, timeout, share) as conn, conn.cursor() as cur:
                 # In a pipeline every statement goes out on the extended protocol, which runs
                 # one statement: the simple protocol would run "SELECT 1; COMMIT; UPDATE ..."
                 # whole (DESIGN.md, "Facts added 2026-12"); stream() is extended already (a
                 # server-side cursor's DECLARE). prepare=True says so again outside one.
-                # The transaction's BEGIN and SETs, the statement and its ROLLBACK go out
-                # together with one sync: one round trip with the connection held, not five,
-                # each of which waits its turn on a busy event loop (under load that wait,
-                # not the query, is what holds a connection). The rows are the statement's
-                # own result, read back in the same round trip.
-                await cur.execute(sql, bound, prepare=True)
-                await conn.execute("ROLLBACK")
-                assert pipeline is not None
-                await pipeline.sync()
+                # BEGIN, the SETs, the statement and its ROLLBACK go out together, and leaving
+                # the block is the one sync: one round trip with the connection held, not
+                # five, each of which waits its turn on a busy event loop (under load that
+                # wait, not the query, is what holds a connection). The rows are the
+                # statement's own result, read back in that round trip.
+                async with conn.pipeline():
+                    await _begin(conn, read_only, timeout)
+                    await cur.execute(sql, bound, prepare=True)
+                    await conn.execute("ROLLBACK")  # report work is never committed
                 columns = [column.name for column in cur.description or []]
                 rows = await cur.fetchmany(max_rows + 1) if cur.description else []
                 row_count = min(len(rows), max_rows) if cur.description else cur.rowcount
@@ -193,9 +189,10 @@ class PostgresSource:
         bound = check_params(self.name, sql, params)
         async with (
             track_call(self.name, "stream"),
-            self._connection(sql, timeout, True, share) as (conn, _),
+            self._connection(sql, timeout, share) as conn,
             conn.cursor(name="fanout_stream") as cur,
         ):
+            await _begin(conn, True, timeout)
             await cur.execute(sql, bound)
             columns = [column.name for column in cur.description or []]
             batch = await cur.fetchmany(batch_size)
@@ -208,24 +205,17 @@ class PostgresSource:
         self,
         sql: str,
         timeout: float,  # noqa: ASYNC109 - the deadline of the whole call, enforced inside
-        read_only: bool,
         workload: str,
-        *,
-        pipeline: bool = False,
-    ) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], AsyncPipeline | None]]:
-        """A pooled connection in a transaction that is always rolled back, under one deadline.
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection whose transaction is always rolled back, under one deadline.
 
-        The pool's connections are not in autocommit: the first statement opens the
-        transaction (psycopg sends BEGIN before it), and it is rolled back, whatever happened:
-        by a ROLLBACK the caller queues behind its statement (execute), else when it is done.
-        With `pipeline`, the connection is in pipeline mode (not for server-side cursors), and
-        the pipeline comes with it: BEGIN and the SETs wait, queued, for the caller's statement
-        and the caller's sync.
-
-        Plain statements, not psycopg's `transaction()` block: in pipeline mode that block
-        nests two pipelines and syncs on entering and leaving each. Measured on `execute` of
-        `SELECT 1`, one after another on a 2-core machine: 1.34 ms of this process's CPU per
-        call with the block, 0.91 ms without; every panel of a page pays it on the event loop.
+        The pool's connections are not in autocommit: the caller's first statement opens the
+        transaction (psycopg sends BEGIN before it; `_begin` makes it read-only and gives it
+        the deadline). It is rolled back whatever happened: by a ROLLBACK the caller queues
+        behind its statement (execute), else here. Plain statements, not psycopg's
+        `transaction()` block, which in pipeline mode nests two pipelines and syncs on
+        entering and leaving each: 1.34 ms of this process's CPU per `SELECT 1` with the
+        block, under 0.9 ms without, measured one after another on a 2-core machine.
         Whatever goes wrong leaves as one of the typed errors of `project.sources.errors`.
         """
         try:
@@ -233,21 +223,14 @@ class PostgresSource:
                 pool = await self._pool()
                 conn = await pool.getconn(timeout=self.config["pool_timeout"])
                 try:
-                    async with conn.pipeline() if pipeline else contextlib.nullcontext() as queue:
-                        if read_only:
-                            await conn.execute("SET TRANSACTION READ ONLY")
-                        await conn.execute(
-                            pgsql.SQL("SET LOCAL statement_timeout = {}").format(pgsql.Literal(int(timeout * 1000)))
-                        )
-                        running = inflight.start(self.name, self.kind, sql, timeout, backend_pid=conn.info.backend_pid)
-                        await inflight.publish(running)
-                        try:
-                            yield conn, queue
-                        finally:
-                            await inflight.finish(running)
-                        # Report work is never committed (execute() has queued its ROLLBACK).
-                        if conn.info.transaction_status != TransactionStatus.IDLE:
-                            await conn.rollback()
+                    running = inflight.start(self.name, self.kind, sql, timeout, backend_pid=conn.info.backend_pid)
+                    await inflight.publish(running)
+                    try:
+                        yield conn
+                    finally:
+                        await inflight.finish(running)
+                    if conn.info.transaction_status != TransactionStatus.IDLE:
+                        await conn.rollback()  # report work is never committed
                 finally:
                     await _give_back(pool, conn)
         except TimeoutError as exc:
@@ -301,6 +284,13 @@ async def _close_cancelled(pool: AsyncConnectionPool) -> None:
         await pool.close()
     for conn in idle:
         await conn.close()
+
+
+async def _begin(conn: psycopg.AsyncConnection[Any], read_only: bool, timeout: float) -> None:  # noqa: ASYNC109
+    """The transaction's settings: read-only for report work, and the server-side deadline."""
+    if read_only:
+        await conn.execute("SET TRANSACTION READ ONLY")
+    await conn.execute(pgsql.SQL("SET LOCAL statement_timeout = {}").format(pgsql.Literal(int(timeout * 1000))))
 
 
 async def _give_back(pool: AsyncConnectionPool, conn: psycopg.AsyncConnection[Any]) -> None:
