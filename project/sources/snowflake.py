@@ -4,7 +4,8 @@ A running query holds no thread. Each statement is submitted with the connector'
 asynchronous execution (`cursor.execute_async`, asyncExec: the server answers at once with
 the query id), its status is polled from the event loop through the connector's monitoring
 call (`connection.get_query_status`, GET /monitoring/queries/<id>) with a backoff that starts
-at a few milliseconds, and only the result's download (`cursor.query_result`, GET
+at a few milliseconds (for a text that ran before: first when its shortest recent run would
+have ended), and only the result's download (`cursor.query_result`, GET
 /queries/<id>/result) runs on a thread. Each HTTP round trip is a short call on an executor;
 the wait between them is an asyncio sleep.
 
@@ -34,7 +35,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
@@ -82,6 +83,14 @@ POLL_FIRST = 0.005
 POLL_RATIO = 0.15
 POLL_BUDGET = 400.0
 POLL_MAX = 1.0
+# A statement text that ran before is first asked about when its shortest recent run (of the
+# last LEARN_RUNS) would have ended, not on the schedule above: dashboards repeat the same
+# texts with other values, and a 1 s query then costs one or two polls instead of five. One run
+# in PROBE_EVERY of a text polls on the schedule again, so a query that got faster is noticed;
+# LEARN_TEXTS texts are remembered per source.
+LEARN_RUNS = 8
+PROBE_EVERY = 8
+LEARN_TEXTS = 1024
 # How long a cancelled caller waits for the abort to reach the server before it lets go.
 CANCEL_WAIT = 1.0
 # The submit is one HTTP round trip the server answers at once: it gets this share of the
@@ -111,6 +120,32 @@ class _Share:
         # without its bookkeeping: a status poll makes this hop several times a query.
         call = functools.partial(contextvars.copy_context().run, fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+
+class _Learned:
+    """How long each statement text's recent runs took, to time its first status poll."""
+
+    def __init__(self) -> None:
+        self._runs: OrderedDict[str, tuple[deque[float], int]] = OrderedDict()
+
+    def first_wait(self, text: str) -> float | None:
+        """Seconds to wait before the first poll, or None for the regular schedule."""
+        entry = self._runs.get(text)
+        if entry is None:
+            return None
+        runs, count = entry
+        self._runs.move_to_end(text)
+        self._runs[text] = (runs, count + 1)
+        return None if count % PROBE_EVERY == PROBE_EVERY - 1 else min(runs)
+
+    def ran(self, text: str, seconds: float) -> None:
+        """A run of `text` was seen ended by a poll sent `seconds` after the submit came back."""
+        runs, count = self._runs.get(text) or (deque(maxlen=LEARN_RUNS), 0)
+        runs.append(seconds)
+        self._runs[text] = (runs, count)
+        self._runs.move_to_end(text)
+        while len(self._runs) > LEARN_TEXTS:
+            self._runs.popitem(last=False)
 
 
 @dataclass
@@ -163,6 +198,7 @@ class SnowflakeSource:
         self._idle_lock = threading.Lock()
         self._in_flight = 0
         self.polls = 0  # status polls made, for the benchmarks
+        self._learned = _Learned()
         self.peak_in_use = 0  # the most queries ever in flight at once
         self.peak_threads = 0  # the most executor threads ever busy at once
         self._busy_threads = 0
@@ -360,15 +396,25 @@ class SnowflakeSource:
         try:
             call.query_id = await self._thread(share, self._session_checked(submit))
             started = time.monotonic()
+            # The server has only just accepted the query: the first look comes after a wait,
+            # as long as this text's shortest recent run when it ran before.
+            learned = self._learned.first_wait(statement)
             delay = POLL_FIRST
+            budget = self._in_flight / POLL_BUDGET
+            wait = min(POLL_MAX, max(delay, budget)) if learned is None else max(learned, budget)
             while True:
-                # The server has only just accepted the query: the first look comes after a wait.
-                await asyncio.sleep(min(POLL_MAX, max(delay, self._in_flight / POLL_BUDGET)))
+                await asyncio.sleep(wait)
+                asked = time.monotonic() - started
                 self.polls += 1
                 state = await self._thread(share, self._session_checked(status), call.query_id)
                 if not conn.is_still_running(state):
                     break
-                delay = min(POLL_MAX, max(delay * 2 if delay < 0.04 else 0, (time.monotonic() - started) * POLL_RATIO))
+                if learned is not None:
+                    learned, delay = None, POLL_FIRST  # ran longer than before: look again soon
+                else:
+                    delay = max(delay * 2 if delay < 0.04 else 0, (time.monotonic() - started) * POLL_RATIO)
+                wait = min(POLL_MAX, max(delay, self._in_flight / POLL_BUDGET))
+            self._learned.ran(statement, asked)
             return await self._thread(share, self._session_checked(result), call.query_id)
         except asyncio.CancelledError:
             await self._abort(conn, call, statement)

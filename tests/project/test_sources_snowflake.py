@@ -127,6 +127,24 @@ async def test_it_lets_one_slow_query_not_delay_the_others(source) -> None:
     assert not isinstance(results[1], BaseException) and results[1].rows == [(3,)]
 
 
+async def test_it_asks_about_a_repeated_statement_once_its_earlier_runs_would_have_ended(source) -> None:
+    sql = f"SELECT SYSTEM$WAIT(%(ms)s, 'MILLISECONDS') AS w, %(ms)s AS ms {marker()}"
+
+    async def polls_of(ms: int) -> int:
+        before = source.polls
+        result = await source.execute(sql, {"ms": ms}, timeout=30)
+        assert result.rows[0][1] == ms
+        return source.polls - before
+
+    first = await polls_of(300)  # a text never seen: the regular schedule, from a few ms
+    await polls_of(300)
+    assert await polls_of(300) <= first // 2
+    # The same text running longer than before is still waited for, and answers its own rows.
+    started = asyncio.get_running_loop().time()
+    await polls_of(900)
+    assert asyncio.get_running_loop().time() - started >= 0.9
+
+
 async def test_it_streams_rows_in_batches(source) -> None:
     batches = [rows async for _, rows in source.stream("SELECT * FROM range(2500)", batch_size=1000)]
     assert sum(len(rows) for rows in batches) == 2500
