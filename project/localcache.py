@@ -25,6 +25,7 @@ covers.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import itertools
@@ -32,6 +33,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from django.conf import settings
@@ -164,8 +166,60 @@ class _Reads:
     """One loop's reads of one generation: the read on the wire, and the one to send next."""
 
     def __init__(self) -> None:
-        self.next: asyncio.Future[int | None] | None = None
+        self.next: asyncio.Future[_Read] | None = None
         self.sending: asyncio.Task[None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Read:
+    value: int | None
+    others: dict[str, int] | None = None  # the other generations read with it (AUTH's read)
+
+
+# A request reads the auth generation first (its user); the other generations it needs later
+# (the TPA list's, the reports') come with that read, in one MGET instead of one GET each.
+# They are as fresh as a read at the start of the request, so a bump that completed before
+# the request is seen, as before; a bump this request makes drops its own copy of the value
+# (`_forget`), so it reads its own writes. Only the task that read them uses them (the
+# request's own: a test client's next request, on a loop of its own, reads again), and for
+# SNAPSHOT_SECONDS at most, so a long streamed response reads again later.
+SNAPSHOT_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class _Snapshot:
+    task: weakref.ref[asyncio.Task[Any]]
+    at: float
+    values: dict[str, int]
+
+
+_snapshot: contextvars.ContextVar[_Snapshot | None] = contextvars.ContextVar("fanout_generations", default=None)
+_companions: dict[str, None] = {}  # the generations this process reads besides AUTH, in order
+
+
+def _from_snapshot(key: str) -> int | None:
+    snapshot = _snapshot.get()
+    if snapshot is None or snapshot.task() is not asyncio.current_task():
+        return None
+    if time.monotonic() - snapshot.at > SNAPSHOT_SECONDS:
+        return None
+    return snapshot.values.get(key)
+
+
+def _keep_snapshot(values: dict[str, int]) -> None:
+    if (task := asyncio.current_task()) is not None:
+        _snapshot.set(_Snapshot(weakref.ref(task), time.monotonic(), dict(values)))  # this request's own
+
+
+def _forget(key: str) -> None:
+    """This request bumped `key`: its next read goes to Redis (from a thread too: the
+    context sync_to_async copies holds the same snapshot)."""
+    if (snapshot := _snapshot.get()) is not None:
+        snapshot.values.pop(key, None)
+
+
+def _generation(value: Any) -> int:
+    return int(value or 0)  # raises on a value that is not digits (django-redis pickles others)
 
 
 class Generation:
@@ -175,8 +229,10 @@ class Generation:
     already on the wire (that one may predate a bump the reader must see), so N requests
     at once cost about two round trips instead of N."""
 
-    def __init__(self, name: str = "", *, key: str = "") -> None:
+    def __init__(self, name: str = "", *, key: str = "", with_others: bool = False) -> None:
         self.key = key or f"fanout:localcache:{name}:generation"
+        # AUTH: its read also brings the process's other generations (see _snapshot).
+        self.with_others = with_others
         # A read in flight belongs to one event loop.
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reads] = weakref.WeakKeyDictionary()
         self._sync: dict[str, Any] = {}  # by URL, as the async clients
@@ -190,6 +246,10 @@ class Generation:
             return None
         if BREAKER.skipping():
             return None  # the cache is down (project.cache's breaker): no copy, and no wait on it
+        if not self.with_others:
+            if (known := _from_snapshot(self.key)) is not None:
+                return known
+            _companions.setdefault(self.key)
         loop = asyncio.get_running_loop()
         reads = self._reads.setdefault(loop, _Reads())
         if (future := reads.next) is None:
@@ -197,18 +257,28 @@ class Generation:
             if reads.sending is None:
                 self._send(url, reads)
         # Shielded: one reader going away must not cancel the read the others wait for.
-        return await asyncio.shield(future)
+        read = await asyncio.shield(future)
+        if read.others is not None:
+            _keep_snapshot(read.others)
+        return read.value
 
     def _send(self, url: str, reads: _Reads) -> None:
         future, reads.next = reads.next, None
         assert future is not None
         reads.sending = asyncio.get_running_loop().create_task(self._read(url, reads, future))
 
-    async def _read(self, url: str, reads: _Reads, future: asyncio.Future[int | None]) -> None:
-        result: int | None = None
+    async def _read(self, url: str, reads: _Reads, future: asyncio.Future[_Read]) -> None:
+        result = _Read(None)
         try:
-            value = await self._async_client(url).get(self.key)
-            result = int(value or 0)
+            if self.with_others and (others := [key for key in _companions if key != self.key]):
+                values = await self._async_client(url).mget([self.key, *others])
+                known = {}
+                for key, value in zip(others, values[1:], strict=True):
+                    with suppress(ValueError):  # not a number: that generation's own read says so
+                        known[key] = _generation(value)
+                result = _Read(_generation(values[0]), known)
+            else:
+                result = _Read(_generation(await self._async_client(url).get(self.key)))
             BREAKER.succeeded()
         except Exception as exc:  # a cache outage must not fail the request, only skip the copy
             if is_server_error(exc):
@@ -224,6 +294,7 @@ class Generation:
             self._send(url, reads)
 
     def _incr(self) -> None:
+        _forget(self.key)
         if (url := redis_url()) is None:
             return
         if BREAKER.skipping():
@@ -253,6 +324,7 @@ class Generation:
 
     async def abump(self) -> None:
         """bump() from async code (the async ORM commits each call before it returns)."""
+        _forget(self.key)
         if (url := redis_url()) is None:
             return
         if BREAKER.skipping():
@@ -267,13 +339,18 @@ class Generation:
 
 
 # Sessions and users: bumped when a session is saved or deleted and when a user is saved or deleted.
-AUTH = Generation("auth")
+AUTH = Generation("auth", with_others=True)
 
 
 # --- Copies of project.cache entries -------------------------------------------------------
 
 ENTRIES = LocalCache("cache-entries", ttl=5)
 _namespaces: dict[str, Generation] = {}
+
+
+def invalidated(namespace: str) -> None:
+    """project.cache.invalidate bumped `namespace`: this request reads its generation again."""
+    _forget(namespace_generation(namespace).key)
 
 
 def namespace_generation(namespace: str) -> Generation:

@@ -261,6 +261,8 @@ def invalidate(namespace: str) -> int:
     TTL. A save that calls this should still succeed, and tell the person who saved that
     the change shows everywhere only after the TTL (`namespaces()[namespace]` seconds).
     """
+    from project import localcache
+
     check(namespace)
     key = generation_key(namespace)
     counters.STATS[namespace].keys.clear()
@@ -270,6 +272,8 @@ def invalidate(namespace: str) -> int:
     except ValueError:  # evicted between add and incr
         backend.call("set", key, 1, None)
         generation = 1
+    finally:
+        localcache.invalidated(namespace)  # this request reads its own invalidation
     return int(generation)
 
 

@@ -36,6 +36,67 @@ async def test_it_shares_a_read_among_concurrent_readers_and_never_one_sent_befo
     assert await first in {7, 8}
 
 
+def generation_reads() -> int:
+    """GET and MGET commands the Redis server has answered so far."""
+    stats = redis.Redis.from_url(str(redis_url())).info("commandstats")
+    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_get", "cmdstat_mget"))
+
+
+async def in_a_request(work):
+    """`work` in a task of its own, as each request is."""
+    return await asyncio.ensure_future(work())
+
+
+async def test_a_request_reads_its_other_generations_with_the_auth_generation():
+    other = Generation("test-with-auth")
+    client = redis.Redis.from_url(str(redis_url()))
+    client.set(other.key, 3)
+    await in_a_request(other.aget)  # this process reads it: it comes with the auth generation from now on
+
+    async def request() -> tuple[int | None, int]:
+        await localcache.AUTH.aget()
+        before = generation_reads()
+        value = await other.aget()
+        return value, generation_reads() - before
+
+    before = generation_reads()
+    assert await in_a_request(request) == (3, 0)  # no round trip of its own
+    assert generation_reads() - before == 1  # one MGET for both
+    # Another process bumps it between requests: the next request sees the bump.
+    client.incr(other.key)
+    assert (await in_a_request(request))[0] == 4
+
+    async def bumps_and_reads() -> int | None:
+        await localcache.AUTH.aget()
+        client.incr(other.key)  # another process, during this request: seen from the next one
+        assert await other.aget() == 4
+        other._incr()  # this request's own bump (a save): read again, never the old value
+        return await other.aget()
+
+    assert await in_a_request(bumps_and_reads) == 6
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_reads_its_own_invalidation_of_a_namespace():
+    await django_cache.aclear()
+    loads = 0
+
+    async def loader() -> int:
+        nonlocal loads
+        loads += 1
+        return loads
+
+    await in_a_request(lambda: localcache.load("tpa-list", "own-writes", loader))
+
+    async def request() -> tuple[int, int]:
+        await localcache.AUTH.aget()
+        first = (await localcache.load("tpa-list", "own-writes", loader)).value
+        await cache.ainvalidate("tpa-list")  # the admin saved a TPA, in this request
+        return first, (await localcache.load("tpa-list", "own-writes", loader)).value
+
+    assert await in_a_request(request) == (1, 2)
+
+
 async def test_it_answers_none_when_the_generation_is_not_a_number():
     generation = Generation("test-not-a-number")
     redis.Redis.from_url(str(redis_url())).set(generation.key, b"\x80pickled")
