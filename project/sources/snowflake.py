@@ -85,10 +85,14 @@ POLL_BUDGET = 400.0
 POLL_MAX = 1.0
 # A statement text that ran before is first asked about when its shortest recent run (of the
 # last LEARN_RUNS) would have ended, not on the schedule above: dashboards repeat the same
-# texts with other values, and a 1 s query then costs one or two polls instead of five. One run
-# in PROBE_EVERY of a text polls on the schedule again, so a query that got faster is noticed;
-# LEARN_TEXTS texts are remembered per source.
+# texts with other values, and a 1 s query then costs one or two polls instead of five. That
+# wait is cut into steps of at most LEARNED_STEP and half the time left before the deadline,
+# so a run quicker than the text's earlier ones (other values, Snowflake's result cache)
+# waits at most LEARNED_STEP longer than it ran, and never past its deadline. One run in
+# PROBE_EVERY of a text polls on the schedule again, so a query that got faster is noticed;
+# LEARN_TEXTS texts are remembered per source (by their hash: a collision only moves a poll).
 LEARN_RUNS = 8
+LEARNED_STEP = 2.0
 PROBE_EVERY = 8
 LEARN_TEXTS = 1024
 # How long a cancelled caller waits for the abort to reach the server before it lets go.
@@ -126,26 +130,30 @@ class _Learned:
     """How long each statement text's recent runs took, to time its first status poll."""
 
     def __init__(self) -> None:
-        self._runs: OrderedDict[str, tuple[deque[float], int]] = OrderedDict()
+        self._runs: OrderedDict[int, tuple[deque[float], int]] = OrderedDict()
+        self._lock = threading.Lock()  # one source serves every event loop of the process
 
     def first_wait(self, text: str) -> float | None:
         """Seconds to wait before the first poll, or None for the regular schedule."""
-        entry = self._runs.get(text)
-        if entry is None:
-            return None
-        runs, count = entry
-        self._runs.move_to_end(text)
-        self._runs[text] = (runs, count + 1)
-        return None if count % PROBE_EVERY == PROBE_EVERY - 1 else min(runs)
+        key = hash(text)
+        with self._lock:
+            if (entry := self._runs.get(key)) is None:
+                return None
+            runs, count = entry
+            self._runs[key] = (runs, count + 1)
+            self._runs.move_to_end(key)
+            return None if count % PROBE_EVERY == PROBE_EVERY - 1 else min(runs)
 
     def ran(self, text: str, seconds: float) -> None:
         """A run of `text` was seen ended by a poll sent `seconds` after the submit came back."""
-        runs, count = self._runs.get(text) or (deque(maxlen=LEARN_RUNS), 0)
-        runs.append(seconds)
-        self._runs[text] = (runs, count)
-        self._runs.move_to_end(text)
-        while len(self._runs) > LEARN_TEXTS:
-            self._runs.popitem(last=False)
+        key = hash(text)
+        with self._lock:
+            runs, count = self._runs.get(key) or (deque(maxlen=LEARN_RUNS), 0)
+            runs.append(seconds)
+            self._runs[key] = (runs, count)
+            self._runs.move_to_end(key)
+            while len(self._runs) > LEARN_TEXTS:
+                self._runs.popitem(last=False)
 
 
 @dataclass
@@ -401,7 +409,10 @@ class SnowflakeSource:
             learned = self._learned.first_wait(statement)
             delay = POLL_FIRST
             budget = self._in_flight / POLL_BUDGET
-            wait = min(POLL_MAX, max(delay, budget)) if learned is None else max(learned, budget)
+            if learned is None:
+                wait = min(POLL_MAX, max(delay, budget))
+            else:
+                wait = max(min(learned, LEARNED_STEP, call.left() / 2), budget, POLL_FIRST)
             while True:
                 await asyncio.sleep(wait)
                 asked = time.monotonic() - started
@@ -409,10 +420,15 @@ class SnowflakeSource:
                 state = await self._thread(share, self._session_checked(status), call.query_id)
                 if not conn.is_still_running(state):
                     break
+                elapsed = time.monotonic() - started
+                if learned is not None and elapsed < learned:
+                    wait = min(learned - elapsed, LEARNED_STEP, call.left() / 2)  # on towards the learned end
+                    wait = max(wait, self._in_flight / POLL_BUDGET, POLL_FIRST)
+                    continue
                 if learned is not None:
                     learned, delay = None, POLL_FIRST  # ran longer than before: look again soon
                 else:
-                    delay = max(delay * 2 if delay < 0.04 else 0, (time.monotonic() - started) * POLL_RATIO)
+                    delay = max(delay * 2 if delay < 0.04 else 0, elapsed * POLL_RATIO)
                 wait = min(POLL_MAX, max(delay, self._in_flight / POLL_BUDGET))
             self._learned.ran(statement, asked)
             return await self._thread(share, self._session_checked(result), call.query_id)

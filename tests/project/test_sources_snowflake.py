@@ -145,6 +145,16 @@ async def test_it_asks_about_a_repeated_statement_once_its_earlier_runs_would_ha
     assert asyncio.get_running_loop().time() - started >= 0.9
 
 
+async def test_a_quicker_run_of_a_repeated_statement_is_not_kept_waiting_past_its_deadline(source) -> None:
+    sql = f"SELECT SYSTEM$WAIT(%(ms)s, 'MILLISECONDS') AS w, %(ms)s AS ms {marker()}"
+    for _ in range(2):
+        await source.execute(sql, {"ms": 1500}, timeout=30)
+    # The same text with other values finishes at once: it answers within a deadline shorter
+    # than the earlier runs took, instead of waiting for them.
+    result = await source.execute(sql, {"ms": 10}, timeout=1.4)
+    assert result.rows[0][1] == 10
+
+
 async def test_it_streams_rows_in_batches(source) -> None:
     batches = [rows async for _, rows in source.stream("SELECT * FROM range(2500)", batch_size=1000)]
     assert sum(len(rows) for rows in batches) == 2500
