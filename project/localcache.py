@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import itertools
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
@@ -194,7 +195,24 @@ class _Snapshot:
 
 
 _snapshot: contextvars.ContextVar[_Snapshot | None] = contextvars.ContextVar("fanout_generations", default=None)
-_companions: dict[str, None] = {}  # the generations this process reads besides AUTH, in order
+# The generations this process reads besides AUTH: replaced, never changed in place, so a
+# read on another thread's event loop never sees it change while it builds its MGET.
+_companions: tuple[str, ...] = ()
+_companions_lock = threading.Lock()
+
+
+def _read_with_auth(key: str) -> None:
+    global _companions
+    if key not in _companions:
+        with _companions_lock:
+            if key not in _companions:
+                _companions = (*_companions, key)
+
+
+def new_request() -> None:
+    """A request begins (project.middleware): the generations it reads are its own, even when
+    it runs in the task of the one before (Django's AsyncClient)."""
+    _snapshot.set(None)
 
 
 def _from_snapshot(key: str) -> int | None:
@@ -249,7 +267,7 @@ class Generation:
         if not self.with_others:
             if (known := _from_snapshot(self.key)) is not None:
                 return known
-            _companions.setdefault(self.key)
+            _read_with_auth(self.key)
         loop = asyncio.get_running_loop()
         reads = self._reads.setdefault(loop, _Reads())
         if (future := reads.next) is None:

@@ -19,10 +19,11 @@ from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponsePermanentRedirect
 from django.middleware import clickjacking, common, csp, csrf, locale, security
 
 from project import auth as project_auth
+from project import localcache
 
 
 class InlineMixin:
@@ -44,7 +45,12 @@ class InlineMixin:
 
 
 class SecurityMiddleware(InlineMixin, security.SecurityMiddleware):
-    pass
+    """The first of the stack: it also starts the request's own view of the shared
+    generations (project.localcache)."""
+
+    def process_request(self, request: HttpRequest) -> HttpResponsePermanentRedirect | None:
+        localcache.new_request()
+        return super().process_request(request)
 
 
 class ContentSecurityPolicyMiddleware(InlineMixin, csp.ContentSecurityPolicyMiddleware):

@@ -48,9 +48,13 @@ async def _stamp(user: User | None = None) -> tuple[int, int] | None:
     """One stamp for both generations (read at once, natively); None: a miss, keep nothing.
     For a user, the auth generation is the one their request read them under
     (project.auth.auth_stamp), not a second read of it."""
-    reports, auth_generation = await asyncio.gather(
-        REPORTS.aget(), AUTH.aget() if user is None else auth.auth_stamp(user)
-    )
+    if user is None:
+        reports, auth_generation = await asyncio.gather(REPORTS.aget(), AUTH.aget())
+    else:
+        # In this task, not a gathered one: the request's auth read brought the reports
+        # generation with it (project.localcache), so this is no round trip of its own.
+        auth_generation = await auth.auth_stamp(user)
+        reports = await REPORTS.aget()
     return None if reports is None or auth_generation is None else (reports, auth_generation)
 
 

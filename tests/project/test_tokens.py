@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group, Permission, User
 from django.core.cache import cache as django_cache
 from django.db import connection
@@ -238,6 +239,29 @@ def test_it_answers_a_known_token_from_the_process_and_refuses_it_at_once_when_i
     member.save()  # in any process: the auth generation moves
     assert client.get("/api/me", headers=bearer("tok-bob")).status_code == 401
     assert auth_server.calls["tok-bob"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_next_request_in_the_same_task_sees_the_verdicts_another_process_dropped(auth_server, member) -> None:
+    # Django's AsyncClient answers each request in the test's own task, as one task could
+    # serve requests one after another: what one request read of the shared generations
+    # must not answer for the next.
+    import redis
+
+    from project import localcache
+
+    if localcache.redis_url() is None:
+        pytest.skip("without Redis nothing is kept in the process")
+    await sync_to_async(link)(member)
+    auth_server.claims["tok-bob"] = active("bob")
+    client = AsyncClient()
+    for _ in range(2):  # the second from the process: the verdict's generation came with the auth read
+        assert (await client.get("/api/me", headers=bearer("tok-bob"))).status_code == 200
+    auth_server.claims["tok-bob"] = {"active": False}  # revoked at the auth server
+    # Another process drops every verdict (the tokens namespace), not through this task.
+    redis.Redis.from_url(str(localcache.redis_url())).incr(localcache.namespace_generation("tokens").key)
+    assert (await client.get("/api/me", headers=bearer("tok-bob"))).status_code == 401
+    assert auth_server.calls["tok-bob"] == 2
 
 
 @pytest.mark.django_db(transaction=True)
