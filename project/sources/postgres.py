@@ -212,10 +212,11 @@ class PostgresSource:
         The pool's connections are not in autocommit: the caller's first statement opens the
         transaction (psycopg sends BEGIN before it; `_begin` makes it read-only and gives it
         the deadline). It is rolled back whatever happened: by a ROLLBACK the caller queues
-        behind its statement (execute), else as the connection is given back. Plain statements, not psycopg's
-        `transaction()` block, which in pipeline mode nests two pipelines and syncs on
-        entering and leaving each: 1.34 ms of this process's CPU per `SELECT 1` with the
-        block, under 0.9 ms without, measured one after another on a 2-core machine.
+        behind its statement (execute), else as the connection is given back. Plain
+        statements, not psycopg's `transaction()` block, which in pipeline mode nests two
+        pipelines and syncs on entering and leaving each: 1.34 ms of this process's CPU per
+        `SELECT 1` with the block, under 0.9 ms without, measured one after another on a
+        2-core machine.
         Whatever goes wrong leaves as one of the typed errors of `project.sources.errors`.
         """
         try:

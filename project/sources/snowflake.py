@@ -405,31 +405,24 @@ class SnowflakeSource:
             call.query_id = await self._thread(share, self._session_checked(submit))
             started = time.monotonic()
             # The server has only just accepted the query: the first look comes after a wait,
-            # as long as this text's shortest recent run when it ran before.
-            learned = self._learned.first_wait(statement)
+            # until this text's shortest recent run would have ended when it ran before.
+            learned = self._learned.first_wait(statement) or 0.0
             delay = POLL_FIRST
-            budget = self._in_flight / POLL_BUDGET
-            if learned is None:
-                wait = min(POLL_MAX, max(delay, budget))
-            else:
-                wait = max(min(learned, LEARNED_STEP, call.left() / 2), budget, POLL_FIRST)
             while True:
+                budget = self._in_flight / POLL_BUDGET
+                learning = (elapsed := time.monotonic() - started) < learned
+                if learning:  # towards the learned end, in steps, never past the deadline
+                    wait = max(min(learned - elapsed, LEARNED_STEP, call.left() / 2), budget, POLL_FIRST)
+                else:  # the regular schedule (from POLL_FIRST once a run outlasts the learned end)
+                    wait = min(POLL_MAX, max(delay, budget))
                 await asyncio.sleep(wait)
                 asked = time.monotonic() - started
                 self.polls += 1
                 state = await self._thread(share, self._session_checked(status), call.query_id)
                 if not conn.is_still_running(state):
                     break
-                elapsed = time.monotonic() - started
-                if learned is not None and elapsed < learned:
-                    wait = min(learned - elapsed, LEARNED_STEP, call.left() / 2)  # on towards the learned end
-                    wait = max(wait, self._in_flight / POLL_BUDGET, POLL_FIRST)
-                    continue
-                if learned is not None:
-                    learned, delay = None, POLL_FIRST  # ran longer than before: look again soon
-                else:
-                    delay = max(delay * 2 if delay < 0.04 else 0, elapsed * POLL_RATIO)
-                wait = min(POLL_MAX, max(delay, self._in_flight / POLL_BUDGET))
+                if not learning:
+                    delay = max(delay * 2 if delay < 0.04 else 0, (time.monotonic() - started) * POLL_RATIO)
             self._learned.ran(statement, asked)
             return await self._thread(share, self._session_checked(result), call.query_id)
         except asyncio.CancelledError:

@@ -15,10 +15,14 @@ from project.localcache import Generation, redis_url
 pytestmark = pytest.mark.skipif(redis_url() is None, reason="without Redis nothing is kept in the process")
 
 
-def gets_served() -> int:
-    """GET commands the Redis server has answered so far."""
+def served(*commands: str) -> int:
+    """How many of these commands the Redis server has answered so far."""
     stats = redis.Redis.from_url(str(redis_url())).info("commandstats")
-    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+    return sum(int(stats.get(f"cmdstat_{command}", {}).get("calls", 0)) for command in commands)
+
+
+def gets_served() -> int:
+    return served("get")
 
 
 async def test_it_shares_a_read_among_concurrent_readers_and_never_one_sent_before_they_came():
@@ -37,9 +41,7 @@ async def test_it_shares_a_read_among_concurrent_readers_and_never_one_sent_befo
 
 
 def generation_reads() -> int:
-    """GET and MGET commands the Redis server has answered so far."""
-    stats = redis.Redis.from_url(str(redis_url())).info("commandstats")
-    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_get", "cmdstat_mget"))
+    return served("get", "mget")
 
 
 async def in_a_request(work):
