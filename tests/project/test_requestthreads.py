@@ -1,0 +1,65 @@
+"""Requests served by project.asgi run their thread-sensitive sync code on kept threads
+(project/requestthreads.py): one request at a time keeps using one thread instead of starting
+a new one (and a second to shut it down) on the event loop for every request, and requests
+in flight together still each have a thread of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+
+import httpx
+import pytest
+from django.core.signals import request_finished, request_started
+
+from project.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def request_threads() -> Iterator[list[str]]:
+    """The thread each request's sync `request_started` receivers ran on, in order."""
+    names: list[str] = []
+
+    def record(**kwargs: object) -> None:
+        names.append(threading.current_thread().name)
+
+    request_started.connect(record, dispatch_uid="test_requestthreads")
+    try:
+        yield names
+    finally:
+        request_started.disconnect(dispatch_uid="test_requestthreads")
+
+
+def client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=cast(Any, application)), base_url="http://testserver")
+
+
+async def test_requests_one_after_another_use_one_thread(request_threads: list[str]):
+    async with client() as http:
+        for _ in range(6):
+            assert (await http.get("/health")).status_code == 200
+    assert len(request_threads) == 6
+    assert len(set(request_threads)) == 1, request_threads
+
+
+async def test_requests_in_flight_together_each_have_their_own_thread(request_threads: list[str]):
+    inside = threading.Barrier(3, timeout=10)
+
+    def hold(**kwargs: object) -> None:
+        inside.wait()  # returns only once three requests run sync code at the same time
+
+    request_finished.connect(hold, dispatch_uid="test_requestthreads_hold")
+    try:
+        async with client() as http:
+            answers = await asyncio.gather(*(http.get("/health") for _ in range(3)))
+    finally:
+        request_finished.disconnect(dispatch_uid="test_requestthreads_hold")
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert len(set(request_threads)) == 3, request_threads
+    async with client() as http:  # and afterwards, a kept one serves the next request
+        assert (await http.get("/health")).status_code == 200
+    assert request_threads[-1] in request_threads[:3]
