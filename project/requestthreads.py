@@ -16,17 +16,20 @@ own `ThreadSensitiveContext`, which Django's handler then finds and uses. When t
 ends its executor goes back to the list; Django's `request_finished` receivers have already
 closed or returned the thread's database connection by then, as they do for a WSGI thread.
 
-A task that the request started and that outlives it keeps today's behaviour: its next
-thread-sensitive call gets an executor of its own from asgiref, because the request's
-context no longer names one. A call it has already queued on the returned executor runs
-before the next request's calls, on the same thread, one at a time.
+Only an idle executor goes back on the list. A request that ends while its thread is still
+busy (cancelled when the browser went away, during a slow query, or with work queued by a
+task it started) leaves that executor to finish and end, as asgiref's would: the next
+request never waits behind it. A task that outlives its request gets an executor of its own
+from asgiref for its next thread-sensitive call, because the request's context no longer
+names one.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 
@@ -35,11 +38,40 @@ from project.bodylimit import ASGIApp, Receive, Scope, Send
 KEEP = 256  # idle executors kept; beyond that (a burst of more concurrent requests) they end
 
 
+class _RequestExecutor(ThreadPoolExecutor):
+    """One thread, which counts the calls submitted to it that have not finished."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(max_workers=1, thread_name_prefix=name)
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._pending_lock:
+            self._pending += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: Future[Any] | None) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    @property
+    def idle(self) -> bool:
+        with self._pending_lock:
+            return self._pending == 0
+
+
 class RequestThreads:
     def __init__(self, app: ASGIApp, keep: int = KEEP) -> None:
         self.app = app
         self.keep = keep
-        self._idle: list[ThreadPoolExecutor] = []
+        self._idle: list[_RequestExecutor] = []
         self._lock = threading.Lock()  # one list for every event loop of the process
         self._numbers = itertools.count(1)  # names the threads apart, for a profile or a traceback
 
@@ -60,15 +92,16 @@ class RequestThreads:
                     del SyncToAsync.context_to_thread_executor[context]
                 self._give_back(executor)
 
-    def _take(self) -> ThreadPoolExecutor:
+    def _take(self) -> _RequestExecutor:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fanout-request-{next(self._numbers)}")
+        return _RequestExecutor(f"fanout-request-{next(self._numbers)}")
 
-    def _give_back(self, executor: ThreadPoolExecutor) -> None:
-        with self._lock:
-            if len(self._idle) < self.keep:
-                self._idle.append(executor)
-                return
+    def _give_back(self, executor: _RequestExecutor) -> None:
+        if executor.idle:
+            with self._lock:
+                if len(self._idle) < self.keep:
+                    self._idle.append(executor)
+                    return
         executor.shutdown(wait=False)  # its thread ends after what is queued; nobody waits

@@ -12,9 +12,11 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.signals import request_finished, request_started
 
 from project.asgi import application
+from project.requestthreads import RequestThreads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,3 +65,35 @@ async def test_requests_in_flight_together_each_have_their_own_thread(request_th
     async with client() as http:  # and afterwards, a kept one serves the next request
         assert (await http.get("/health")).status_code == 200
     assert request_threads[-1] in request_threads[:3]
+
+
+async def test_a_request_that_ends_while_its_thread_is_busy_does_not_hold_up_the_next():
+    """The browser went away during a slow sync call: the next request gets another thread."""
+    release, started = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def slow() -> None:
+        started.set()
+        release.wait(timeout=30)
+
+    def record() -> None:
+        threads.append(threading.current_thread().name)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await sync_to_async(record)()
+        if scope["path"] == "/slow":
+            await sync_to_async(slow)()
+
+    served = RequestThreads(app)
+    scope = {"type": "http", "path": "/slow"}
+    gone = asyncio.ensure_future(served(scope, None, None))
+    await asyncio.to_thread(started.wait, 10)
+    gone.cancel()  # as uvicorn does when the client disconnects
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    try:
+        # Behind the slow call this would wait until `release`; it must not wait at all.
+        await asyncio.wait_for(served({"type": "http", "path": "/next"}, None, None), timeout=10)
+    finally:
+        release.set()
+    assert threads[1] != threads[0]
