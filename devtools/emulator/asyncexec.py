@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,15 +43,25 @@ class AsyncQuery:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-_queries: OrderedDict[str, AsyncQuery] = OrderedDict()
+_queries: dict[str, AsyncQuery] = {}
+_ended: deque[str] = deque()  # ids of the ended queries still kept, in the order they ended
 
 
 def _forget_old() -> None:
+    """Drop ended queries past RESULT_TTL, and the earliest ended ones past MAX_KEPT.
+
+    Looks only at the front of `_ended`, in the order the queries ended, so a submit costs the
+    same with 2,000 results kept as with none (a scan of every kept query, as first written,
+    took a quarter of the emulator's time under the load benchmark). A query still running is
+    never dropped.
+    """
     now = time.monotonic()
-    for qid, item in list(_queries.items()):
-        ended_long_ago = item.ended_at is not None and now - item.ended_at > RESULT_TTL
-        if ended_long_ago or (len(_queries) > MAX_KEPT and item.ended_at is not None):
-            del _queries[qid]
+    while _ended:
+        item = _queries[_ended[0]]
+        assert item.ended_at is not None
+        if now - item.ended_at <= RESULT_TTL and len(_queries) <= MAX_KEPT:
+            break
+        del _queries[_ended.popleft()]
 
 
 def submit(query: RunningQuery, user: str, answer: Callable[[], Awaitable[Response]]) -> JSONResponse:
@@ -95,6 +105,7 @@ async def _run(item: AsyncQuery, answer: Callable[[], Awaitable[Response]]) -> N
             item.status = "FAILED_WITH_ERROR"
         item.payload = payload
         item.ended_at = time.monotonic()
+        _ended.append(item.query.query_id)
 
 
 def find(query_id: str, user: str) -> AsyncQuery | None:

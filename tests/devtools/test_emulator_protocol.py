@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import Any
@@ -18,7 +19,7 @@ from snowflake.connector.constants import QueryStatus
 from snowflake.connector.cursor import SnowflakeCursor
 from snowflake.connector.errors import DatabaseError, ProgrammingError
 
-from devtools.emulator import accounts, running_queries, serve_in_thread
+from devtools.emulator import accounts, asyncexec, running_queries, serve_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
 
@@ -117,6 +118,29 @@ def test_it_runs_several_asynchronous_queries_of_one_session(conn: SnowflakeConn
         result = conn.cursor()
         result.query_result(qid)
         assert result.fetchall() == [(i,)]
+
+
+def test_it_forgets_the_earliest_ended_results_past_its_bound_and_keeps_running_queries(
+    conn: SnowflakeConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asyncexec, "MAX_KEPT", 3)
+    monkeypatch.setattr(asyncexec, "_queries", {})  # none of the other tests' queries
+    monkeypatch.setattr(asyncexec, "_ended", deque())
+    long = conn.cursor()
+    long.execute_async("SELECT SYSTEM$WAIT(60) AS w")
+    running_id = query_id(long)
+    ended = []
+    for i in range(6):  # each submit forgets what is past the bound, before it is kept
+        cursor = conn.cursor()
+        cursor.execute_async("SELECT ? AS n", (i,))
+        ended.append(query_id(cursor))
+        wait_until(lambda: conn.get_query_status(ended[-1]) == QueryStatus.SUCCESS, "the query succeeds")
+    assert [conn.get_query_status(qid) for qid in ended] == [QueryStatus.NO_DATA] * 3 + [QueryStatus.SUCCESS] * 3
+    result = conn.cursor()
+    result.query_result(ended[-1])
+    assert result.fetchall() == [(5,)]
+    assert conn.get_query_status(running_id) == QueryStatus.RUNNING  # the first submitted, never dropped
+    assert conn.cursor().abort_query(running_id) is True
 
 
 def count_rows(conn: SnowflakeConnection, table: str) -> int:
