@@ -141,6 +141,8 @@ def test_it_forgets_the_earliest_ended_results_past_its_bound_and_keeps_running_
     assert result.fetchall() == [(5,)]
     assert conn.get_query_status(running_id) == QueryStatus.RUNNING  # the first submitted, never dropped
     assert conn.cursor().abort_query(running_id) is True
+    # Ended while the test's table is in place, not after monkeypatch puts the shared one back.
+    wait_until(lambda: conn.get_query_status(running_id) == QueryStatus.ABORTED, "the running query is aborted")
 
 
 def count_rows(conn: SnowflakeConnection, table: str) -> int:
