@@ -13,13 +13,14 @@ benchmark caught the loop inside `Thread.start` in 8 % of its samples.
 This hands each request an executor from a list of idle ones instead (made on first
 need, then kept for the next request, like the threads of a WSGI server), in the request's
 own `ThreadSensitiveContext`, which Django's handler then finds and uses. When the request
-ends its executor goes back to the list; Django's `request_finished` receivers have already
-closed or returned the thread's database connection by then, as they do for a WSGI thread.
+has answered, its executor goes back to the list; Django's `request_finished` receivers
+have already closed or returned the thread's database connection by then, as they do for a
+WSGI thread. A request that raised or was cancelled may have skipped them: its thread closes
+its connections and ends instead of being kept.
 
-Only an idle executor goes back on the list. A request that ends while its thread is still
-busy (cancelled when the browser went away, during a slow query, or with work queued by a
-task it started) leaves that executor to finish and end, as asgiref's would: the next
-request never waits behind it. A task that outlives its request gets an executor of its own
+Only an idle executor goes back on the list. A request that answers while its thread is
+still busy (with work queued by a task it started) leaves that executor to finish and end,
+as asgiref's would: the next request never waits behind it. A task that outlives its request gets an executor of its own
 from asgiref for its next thread-sensitive call, because the request's context no longer
 names one.
 """
@@ -32,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+from django.db import connections
 
 from project.bodylimit import ASGIApp, Receive, Scope, Send
 
@@ -84,13 +86,18 @@ class RequestThreads:
                 return await self.app(scope, receive, send)
             executor = self._take()
             SyncToAsync.context_to_thread_executor[context] = executor
+            answered = False
             try:
                 await self.app(scope, receive, send)
+                answered = True
             finally:
                 # Taken back before the context exits, which would otherwise shut it down.
                 if SyncToAsync.context_to_thread_executor.get(context) is executor:
                     del SyncToAsync.context_to_thread_executor[context]
-                self._give_back(executor)
+                if answered:
+                    self._give_back(executor)
+                else:
+                    self._retire(executor)
 
     def _take(self) -> _RequestExecutor:
         with self._lock:
@@ -105,3 +112,11 @@ class RequestThreads:
                     self._idle.append(executor)
                     return
         executor.shutdown(wait=False)  # its thread ends after what is queued; nobody waits
+
+    @staticmethod
+    def _retire(executor: _RequestExecutor) -> None:
+        """A request that raised or was cancelled may have skipped Django's request_finished,
+        which closes (returns to the pool) the database connections of its thread: close them
+        on that thread, after whatever is still queued there, and let the thread end."""
+        executor.submit(connections.close_all)
+        executor.shutdown(wait=False)

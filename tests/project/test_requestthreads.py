@@ -14,6 +14,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.signals import request_finished, request_started
+from django.db import connections
 
 from project.asgi import application
 from project.requestthreads import RequestThreads
@@ -67,10 +68,11 @@ async def test_requests_in_flight_together_each_have_their_own_thread(request_th
     assert request_threads[-1] in request_threads[:3]
 
 
-async def test_a_request_that_ends_while_its_thread_is_busy_does_not_hold_up_the_next():
-    """The browser went away during a slow sync call: the next request gets another thread."""
+async def test_a_request_whose_thread_is_still_busy_when_it_answers_does_not_hold_up_the_next():
+    """A task the request started still runs sync code on its thread: the next request gets another."""
     release, started = threading.Event(), threading.Event()
     threads: list[str] = []
+    background: list[asyncio.Future[None]] = []
 
     def slow() -> None:
         started.set()
@@ -81,19 +83,42 @@ async def test_a_request_that_ends_while_its_thread_is_busy_does_not_hold_up_the
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await sync_to_async(record)()
-        if scope["path"] == "/slow":
-            await sync_to_async(slow)()
+        if scope["path"] == "/slow":  # a task that outlives the request, on the request's thread
+            background.append(asyncio.ensure_future(sync_to_async(slow)()))
+            await asyncio.to_thread(started.wait, 10)
 
     served = RequestThreads(app)
-    scope = {"type": "http", "path": "/slow"}
-    gone = asyncio.ensure_future(served(scope, None, None))
-    await asyncio.to_thread(started.wait, 10)
-    gone.cancel()  # as uvicorn does when the client disconnects
-    with pytest.raises(asyncio.CancelledError):
-        await gone
+    await served({"type": "http", "path": "/slow"}, None, None)
     try:
         # Behind the slow call this would wait until `release`; it must not wait at all.
         await asyncio.wait_for(served({"type": "http", "path": "/next"}, None, None), timeout=10)
     finally:
         release.set()
+        await asyncio.gather(*background)
     assert threads[1] != threads[0]
+
+
+async def test_a_cancelled_request_closes_its_threads_database_connection():
+    """Cancelled, Django's request_finished never ran: the thread closes its connection and ends."""
+    opened: list[Any] = []
+    queried = asyncio.Event()
+
+    def query() -> None:
+        wrapper = connections["default"]  # this thread's own, not the proxy
+        wrapper.ensure_connection()
+        opened.append((wrapper, threading.current_thread()))
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await sync_to_async(query)()
+        queried.set()
+        await asyncio.get_running_loop().create_future()  # waits until cancelled
+
+    gone = asyncio.ensure_future(RequestThreads(app)({"type": "http", "path": "/"}, None, None))
+    await asyncio.wait_for(queried.wait(), timeout=10)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    wrapper, thread = opened[0]
+    await asyncio.to_thread(thread.join, 10)
+    assert not thread.is_alive()
+    assert wrapper.connection is None  # closed: back in the pool, not held by a parked thread
