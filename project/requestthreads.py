@@ -20,9 +20,9 @@ its connections and ends instead of being kept.
 
 Only an idle executor goes back on the list. A request that answers while its thread is
 still busy (with work queued by a task it started) leaves that executor to finish and end,
-as asgiref's would: the next request never waits behind it. A task that outlives its request gets an executor of its own
-from asgiref for its next thread-sensitive call, because the request's context no longer
-names one.
+as asgiref's would: the next request never waits behind it. A task that outlives its
+request gets an executor of its own from asgiref for its next thread-sensitive call,
+because the request's context no longer names one.
 """
 
 from __future__ import annotations
