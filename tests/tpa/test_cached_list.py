@@ -100,3 +100,27 @@ def test_it_still_shows_the_outsider_nothing_once_warm(owner_client: Client, out
     for _ in range(2):
         assert outsider_client.get("/api/tpa/tpas").status_code == 403
         assert outsider_client.get("/api/tpa/master-data").status_code == 403
+
+
+def test_it_pages_the_list_and_names_each_tpas_fields(owner_client: Client) -> None:
+    for code in ("ACME", "BETA", "CORE"):
+        make_tpa(code)
+    owner_client.get("/api/tpa/tpas")  # warm: the page below is served from the process
+    response = owner_client.get("/api/tpa/tpas?limit=2&offset=1")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert response["X-Total-Count"] == "3"
+    assert response.json() == [
+        {
+            "code": code,
+            "name": f"{code} Benefits",
+            "active": True,
+            "contact_name": "",
+            "contact_email": "",
+            "target_schema": str(demo.claims_schema()),
+        }
+        for code in ("BETA", "CORE")
+    ]
+    refused = owner_client.get("/api/tpa/tpas?limit=0")
+    assert refused.status_code == 400
+    assert "limit must be 1 to 500" in refused.json()["detail"]
